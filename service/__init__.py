@@ -1,0 +1,1 @@
+"""Farebox service: the proxy, budgets, ledger, admin API and everything else with I/O."""

@@ -1,0 +1,107 @@
+"""The contract every budget store keeps (Redis in production, in-process embedded).
+
+Reserve and settle are each one atomic step over every budget a request touches;
+settle also appends the charge to the outbox, so a counted charge cannot miss the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from service.ledger.event import ChargeEvent
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCounter:
+    """One budget in the period that contains the request's time."""
+
+    budget_id: str
+    team_id: str
+    name: str
+    limit_nano: int
+    period: str  # daily | weekly | monthly | total
+    period_start: datetime | None  # None for total
+    period_end: datetime | None  # None for total
+
+    @property
+    def counter_id(self) -> str:
+        """Identifies the counter of this budget in this period."""
+        start = "total" if self.period_start is None else str(int(self.period_start.timestamp()))
+        return f"{self.budget_id}:{start}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The most a request can cost, held against every budget that applies to it."""
+
+    request_id: str
+    team_id: str
+    amount_nano: int
+    budgets: tuple[BudgetCounter, ...]
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    budget: BudgetCounter
+    spent_nano: int
+    reserved_nano: int
+
+    @property
+    def remaining_nano(self) -> int:
+        return max(0, self.budget.limit_nano - self.spent_nano - self.reserved_nano)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """The first budget a reservation did not fit, with its standing at that moment."""
+
+    state: CounterState
+    requested_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """Whether this call settled (False: already settled before), and spend before/after."""
+
+    settled: bool
+    before: tuple[CounterState, ...]
+    after: tuple[CounterState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    entry_id: str  # store-specific id, passed back to ack
+    team_id: str
+    event: ChargeEvent
+
+
+class BudgetStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def reserve(self, reservation: Reservation) -> Denial | None:
+        """Hold the amount on every budget, or on none and say which did not fit."""
+
+    async def settle(self, reservation: Reservation, event: ChargeEvent) -> SettleResult:
+        """Release the hold, add event.cost_nano to spent, append event to the outbox; idempotent."""
+
+    async def extend(self, reservation: Reservation, ttl_s: int) -> bool:
+        """Push back the expiry of a live reservation (long fine-tuning jobs)."""
+
+    async def reap_expired(self, team_ids: Sequence[str]) -> int:
+        """Release reservations whose holder died; returns how many."""
+
+    async def standing(self, budgets: Sequence[BudgetCounter]) -> list[CounterState]: ...
+
+    async def set_spent(self, budget: BudgetCounter, spent_nano: int) -> None:
+        """Overwrite a counter's spent (rebuild from the ledger)."""
+
+    async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
+        """New and abandoned (holder died) entries, for the ledger writer."""
+
+    async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Relational state: tables (SQLModel), the async engine and Alembic migrations."""

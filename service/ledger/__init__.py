@@ -1,0 +1,1 @@
+"""The ledger: charge events, the outbox writer and the append-only table."""

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real PostgreSQL and Redis of this machine (or CI), fresh per session.
+
+Tests that need Postgres or Redis skip on a laptop without them, but fail when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _need(service: str, host: str, port: int) -> None:
+    if _answers(host, port):
+        return
+    message = f"{service} is not answering on {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    _need("PostgreSQL", PG_HOST, PG_PORT)
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty Postgres database for this test session (SQLAlchemy asyncpg URL)."""
+    import psycopg
+
+    name = f"fbt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    _need("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def redis_namespace() -> str:
+    """A key prefix no other test (or developer) shares, so tests never collide in one Redis."""
+    return f"fbt{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, redis_namespace: str) -> AsyncIterator[object]:
+    """A redis-py asyncio client; every key under this test's namespace is deleted afterwards."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    async for key in client.scan_iter(match=f"{redis_namespace}*", count=1000):
+        await client.delete(key)
+    await client.aclose()
