@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     # State.
     database_url: str = "sqlite+aiosqlite:///./farebox.db"
     redis_url: str | None = None
+    redis_namespace: str = "fb"
     auto_migrate: bool = True
 
     # Security.

@@ -75,3 +75,65 @@ async def redis_client(redis_url: str, redis_namespace: str) -> AsyncIterator[ob
     async for key in client.scan_iter(match=f"{redis_namespace}*", count=1000):
         await client.delete(key)
     await client.aclose()
+
+
+# Running services for end-to-end tests: the simulated upstream and Farebox processes.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.harness import Admin, FareboxConfig, Ledger, Proc, start_farebox, start_simulator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def simulator(log_dir: Path) -> Iterator[Proc]:
+    proc = start_simulator(log_dir)
+    yield proc
+    proc.stop()
+
+
+@_dataclass
+class Stack:
+    """One running Farebox with what a test needs to drive and inspect it."""
+
+    backend: str
+    farebox: Proc
+    config: FareboxConfig
+    admin: Admin
+    ledger: Ledger
+
+    @property
+    def v1(self) -> str:
+        return f"{self.farebox.base_url}/v1"
+
+
+def make_stack(backend: str, config: FareboxConfig, log_dir: Path) -> Stack:
+    proc = start_farebox(config, log_dir)
+    return Stack(backend, proc, config, Admin(proc.base_url, config.admin_token), Ledger(config.database_url))
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(simulator: Proc, log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    db = tmp_path_factory.mktemp("sqlite") / "farebox.db"
+    stack = make_stack("sqlite", FareboxConfig(f"sqlite+aiosqlite:///{db}", simulator.base_url), log_dir)
+    yield stack
+    stack.farebox.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_stack(simulator: Proc, log_dir: Path, pg_url: str, redis_url: str) -> Iterator[Stack]:
+    namespace = f"fbt{uuid.uuid4().hex[:10]}"
+    stack = make_stack("postgres", FareboxConfig(pg_url, simulator.base_url, redis_url, namespace), log_dir)
+    yield stack
+    stack.farebox.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """Every end-to-end test runs against the embedded default and against Postgres + Redis."""
+    return request.getfixturevalue(f"{request.param}_stack")

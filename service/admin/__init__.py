@@ -1,0 +1,1 @@
+"""Admin operations (teams, keys, budgets, model sharing) and their HTTP API."""

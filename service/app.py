@@ -1,0 +1,130 @@
+"""The Farebox ASGI application: /v1 proxy routes, /admin, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import metrics
+from service.errors import FareboxError, InvalidRequest, NotFound
+from service.proxy.inference import handle_inference
+from service.proxy.models_route import list_models, retrieve_model
+from service.request_context import RequestContext
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from service.startup import prepare
+
+        runtime = Runtime(settings)
+        await prepare(runtime)
+        await runtime.start()
+        app.state.runtime = runtime
+        log.info("farebox_started", upstream=settings.upstream_url, redis=bool(settings.redis_url))
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("farebox_stopped")
+
+    app = FastAPI(
+        title="Farebox",
+        version="0.1.0",
+        description="Cost-accounting and budgeting proxy for the OpenAI API.",
+        lifespan=lifespan,
+        docs_url="/admin/docs",
+        openapi_url="/admin/openapi.json",
+        redoc_url=None,
+    )
+    # The hot path uses plain Starlette routes: no FastAPI dependency resolution per request.
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.routes.append(Route(path, handle_inference, methods=["POST"]))
+    app.router.routes.append(Route("/v1/models", list_models, methods=["GET"]))
+    app.router.routes.append(Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]))
+
+    from service.admin.routes import router as admin_router
+    from service.health import router as health_router
+
+    app.include_router(admin_router)
+    app.include_router(health_router)
+    _mount_optional(app)
+
+    app.add_exception_handler(FareboxError, _farebox_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(405, _method_not_allowed)
+    app.add_middleware(RequestContext)
+    return app
+
+
+def _mount_optional(app: FastAPI) -> None:
+    """Routers owned by later parts (files, fine-tuning, reports, console) register here."""
+    import importlib
+
+    for module in ("service.finetune.routes", "service.reports.routes", "service.console.routes"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app.include_router(mod.router)
+
+
+async def _farebox_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FareboxError)
+    metrics.record_refusal(_refusal_reason(exc))
+    return Response(exc.body_bytes(), status_code=exc.status, headers=exc.headers, media_type="application/json")
+
+
+def _refusal_reason(exc: FareboxError) -> str:
+    return {
+        401: "auth", 403: "forbidden", 404: "not_found", 413: "too_large",
+    }.get(exc.status) or {
+        "budget_exceeded": "budget", "budget_store_unavailable": "budget_store_down",
+        "too_many_failed_authentications": "rate_limited",
+    }.get(exc.code or "", "bad_request" if exc.status < 500 else "upstream")
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    err = InvalidRequest(f"Invalid request: {where}: {first.get('msg', 'invalid value')}", param=where or None)
+    return await _farebox_error(request, err)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    path = request.url.path
+    if path.startswith("/v1/"):
+        message = (
+            f"Farebox does not proxy {request.method} {path}: only metered endpoints are "
+            "forwarded, so no spend escapes its budgets."
+        )
+    else:
+        message = f"No route {request.method} {path}."
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, str) and detail and detail != "Not Found":
+        message = detail
+    return await _farebox_error(request, NotFound(message, code="unknown_url"))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.").body(),
+        status_code=405,
+    )

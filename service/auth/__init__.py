@@ -1,0 +1,1 @@
+"""Client keys: generation, hashing, and turning a bearer token into a team."""

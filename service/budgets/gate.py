@@ -1,0 +1,222 @@
+"""The request path's door to budgets: which apply, reserve, settle, standing, rebuild.
+
+Rules come from the database and are cached per team; the change bus drops the cache when
+an admin edits them. When the store is unreachable the gate fails closed (503) unless
+fail-open is set, in which case the request is metered into the ledger only and the
+counters are rebuilt from the ledger once the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from pricing.money import format_usd
+from service.admin.schemas import StandingOut
+from service.auth.principal import Principal
+from service.budgets.policy import BudgetRule, applicable_budgets, rule_from_budget
+from service.budgets.store import BudgetCounter, BudgetStore, CounterState, Denial, Reservation, SettleResult
+from service.db.models import Budget
+from service.errors import BudgetExceeded, BudgetStoreUnavailable
+from service.ledger.event import ChargeEvent
+from service.ledger.queries import spent_by_budget
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_RULES_TTL_S = 30.0
+_PER = {"daily": "per day", "weekly": "per week", "monthly": "per month", "total": "in total"}
+_MAINTENANCE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation as the request path carries it; metered=False when fail-open skipped the store."""
+
+    reservation: Reservation
+    metered: bool = True
+
+
+class BudgetGate:
+    def __init__(
+        self,
+        store: BudgetStore,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        settings: Settings,
+        team_ids: Callable[[], Awaitable[Sequence[str]]],
+        before_rebuild: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.store = store
+        self._sessions = sessions
+        self._settings = settings
+        self._team_ids = team_ids
+        self._rules: dict[str, tuple[tuple[BudgetRule, ...], float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.before_rebuild = before_rebuild
+        self.counters_stale = False  # a charge reached the ledger without the counters
+
+    # The request path
+
+    async def reserve(
+        self,
+        principal: Principal,
+        *,
+        request_id: str,
+        model: str,
+        base_model: str | None,
+        kind: str,
+        amount_nano: int,
+        ttl_s: int,
+        at: datetime | None = None,
+    ) -> Hold:
+        """Hold the request's worst-case cost on every budget that applies, or refuse it (429)."""
+        at = at or datetime.now(timezone.utc)
+        rules = await self.rules(principal.team_id)
+        counters = applicable_budgets(
+            rules, key_id=principal.key_id, model=model, base_model=base_model, kind=kind,
+            at=at, default_tz=self._settings.budget_timezone,
+        )
+        reservation = Reservation(request_id, principal.team_id, amount_nano, counters, ttl_s)
+        if not counters:
+            return Hold(reservation)
+        try:
+            denial = await self.store.reserve(reservation)
+        except BudgetStoreUnavailable:
+            if self._settings.fail_open:
+                self.counters_stale = True
+                log.warning("budget_store_down_fail_open", request_id=request_id, team_id=principal.team_id)
+                return Hold(reservation, metered=False)
+            raise BudgetStoreUnavailable(
+                "Farebox cannot reach its budget store, so it cannot check this request against "
+                "your budgets; the request was not sent. Retry shortly."
+            ) from None
+        if denial is not None:
+            raise _refusal(denial, at)
+        return Hold(reservation)
+
+    async def settle(self, hold: Hold, event: ChargeEvent) -> SettleResult | None:
+        """Settle to the real cost; None means the charge must go to the ledger directly."""
+        if not hold.metered:
+            return None
+        try:
+            return await self.store.settle(hold.reservation, event)
+        except BudgetStoreUnavailable:
+            # The hold expires by itself; the ledger gets the charge and the counters are rebuilt.
+            self.counters_stale = True
+            log.warning("settle_store_down", request_id=event.request_id)
+            return None
+
+    # Rules
+
+    async def rules(self, team_id: str) -> tuple[BudgetRule, ...]:
+        hit = self._rules.get(team_id)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with self._sessions() as session:
+            rows = (await session.execute(select(Budget).where(Budget.team_id == team_id))).scalars().all()
+        rules = tuple(rule_from_budget(row) for row in rows)
+        self._rules[team_id] = (rules, now + _RULES_TTL_S)
+        return rules
+
+    def forget(self, team_id: str | None = None) -> None:
+        if team_id is None:
+            self._rules.clear()
+        else:
+            self._rules.pop(team_id, None)
+
+    # Standing and rebuild
+
+    async def standing(self, team_id: str, at: datetime | None = None) -> list[CounterState]:
+        at = at or datetime.now(timezone.utc)
+        tz = self._settings.budget_timezone
+        counters = [rule.counter(at, tz) for rule in await self.rules(team_id)]
+        if not counters:
+            return []
+        return await self.store.standing(counters)
+
+    async def standing_out(self, team_id: str) -> list[StandingOut]:
+        return [standing_out(state) for state in await self.standing(team_id)]
+
+    async def rebuild_from_ledger(self, at: datetime | None = None) -> int:
+        """Set every current counter's spent to the ledger's sum; Postgres is the source of truth."""
+        at = at or datetime.now(timezone.utc)
+        if self.before_rebuild is not None:
+            await self.before_rebuild()  # the outbox first, so the ledger holds every settled charge
+        async with self._sessions() as session:
+            budgets = (await session.execute(select(Budget))).scalars().all()
+            done = 0
+            for budget in budgets:
+                counter = rule_from_budget(budget).counter(at, self._settings.budget_timezone)
+                spent = await spent_by_budget(session, budget, counter.period_start, counter.period_end)
+                await self.store.set_spent(counter, spent)
+                done += 1
+        self.counters_stale = False
+        log.info("counters_rebuilt", counters=done)
+        return done
+
+    # Maintenance: reap dead holds, rebuild counters once the store is back
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._maintain(), name="budget-maintenance")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(_MAINTENANCE_INTERVAL_S)
+            try:
+                reaped = await self.store.reap_expired(await self._team_ids())
+                if reaped:
+                    log.warning("reservations_reaped", count=reaped)
+                if self.counters_stale:
+                    await self.rebuild_from_ledger()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("budget_maintenance_failed", error=str(exc))
+
+
+def _refusal(denial: Denial, at: datetime) -> BudgetExceeded:
+    state = denial.state
+    budget = state.budget
+    per = _PER[budget.period]
+    message = (
+        f"Budget '{budget.name or budget.budget_id}' ({budget.budget_id}) would be exceeded: limit "
+        f"${format_usd(budget.limit_nano)} {per}, spent ${format_usd(state.spent_nano)}, reserved "
+        f"${format_usd(state.reserved_nano)}, remaining ${format_usd(state.remaining_nano)}; this "
+        f"request may cost up to ${format_usd(denial.requested_nano)}."
+    )
+    headers: dict[str, str] = {}
+    if budget.period_end is not None:
+        retry = max(1, math.ceil((budget.period_end - at).total_seconds()))
+        headers["Retry-After"] = str(retry)
+        message += f" The budget resets in {retry} s."
+    return BudgetExceeded(message, headers=headers)
+
+
+def standing_out(state: CounterState) -> StandingOut:
+    b: BudgetCounter = state.budget
+    utilisation = (state.spent_nano / b.limit_nano) if b.limit_nano else (1.0 if state.spent_nano else 0.0)
+    return StandingOut(
+        budget_id=b.budget_id, name=b.name, period=b.period, period_start=b.period_start,
+        period_end=b.period_end, limit_usd=format_usd(b.limit_nano), spent_usd=format_usd(state.spent_nano),
+        reserved_usd=format_usd(state.reserved_nano), remaining_usd=format_usd(state.remaining_nano),
+        limit_nano=b.limit_nano, spent_nano=state.spent_nano, reserved_nano=state.reserved_nano,
+        remaining_nano=state.remaining_nano, utilisation=round(utilisation, 6),
+    )

@@ -1,0 +1,53 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service import metrics
+from service.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Ready when the database and (if configured) Redis answer, and the process is not draining."""
+    rt: Runtime = request.app.state.runtime
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2.0):
+            async with rt.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    if rt.redis is not None:
+        try:
+            async with asyncio.timeout(2.0):
+                await rt.store.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+    if rt.draining:
+        checks["draining"] = "yes"
+    ready = all(v == "ok" for k, v in checks.items() if k != "draining") and not rt.draining
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    await rt.refresh_gauges()
+    body, content_type = metrics.render_metrics()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible proxy: upstream client, metering and the /v1 routes."""

@@ -1,0 +1,86 @@
+"""The pooled HTTP client to OpenAI (or the simulated upstream). The upstream key lives only here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+
+# Headers that describe one hop, or that Farebox sets itself, never relayed as they are.
+_DROP_REQUEST = frozenset(
+    {
+        "host", "authorization", "content-length", "connection", "keep-alive",
+        "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
+        "proxy-connection", "accept-encoding", "openai-organization", "cookie",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {
+        "content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding",
+        "set-cookie", "server", "date", "alt-svc", "strict-transport-security",
+    }
+)
+
+
+class Upstream:
+    """One aiohttp session with a large keep-alive pool, shared by every request of a worker."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        organization: str | None = None,
+        pool_size: int = 256,
+        connect_timeout_s: float = 10.0,
+        total_timeout_s: float = 600.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = f"Bearer {api_key}"
+        self._organization = organization
+        self._pool_size = pool_size
+        self._timeout = aiohttp.ClientTimeout(
+            total=total_timeout_s, connect=connect_timeout_s, sock_read=total_timeout_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, limit_per_host=self._pool_size, ttl_dns_cache=300,
+            enable_cleanup_closed=True, keepalive_timeout=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            json_serialize=None,  # type: ignore[arg-type]
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        return self._session
+
+    def url(self, path: str, query: str = "") -> str:
+        """path is what follows /v1 on the client's side, e.g. '/chat/completions'."""
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+    def request_headers(self, client_headers: Mapping[str, str], content_type: str | None = None) -> dict[str, str]:
+        """The client's headers minus hop-by-hop and credentials, plus the upstream key."""
+        out = {k: v for k, v in client_headers.items() if k.lower() not in _DROP_REQUEST and not k.lower().startswith("x-farebox")}
+        out["Authorization"] = self._auth
+        if self._organization:
+            out["OpenAI-Organization"] = self._organization
+        if content_type is not None:
+            out["Content-Type"] = content_type
+        return out
+
+
+def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in upstream_headers.items() if k.lower() not in _DROP_RESPONSE}
