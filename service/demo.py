@@ -65,7 +65,7 @@ def run_demo(*, port: int = 8080, keep_serving: bool = True) -> int:
     try:
         if not real_key:
             procs.append(subprocess.Popen([sys.executable, "-m", "service.simulator", "--host", "127.0.0.1", "--port", str(sim_port)], env=env))
-            _wait_ready(f"http://127.0.0.1:{sim_port}/healthz", procs[-1])
+            _wait_ready(f"http://127.0.0.1:{sim_port}/v1/_sim/stats", procs[-1])
         procs.append(subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env))
         base = f"http://127.0.0.1:{fb_port}"
         _wait_ready(f"{base}/readyz", procs[-1])

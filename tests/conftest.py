@@ -133,7 +133,7 @@ def pg_stack(simulator: Proc, log_dir: Path, pg_url: str, redis_url: str) -> Ite
     stack.farebox.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "pg"])
 def stack(request: pytest.FixtureRequest) -> Stack:
     """Every end-to-end test runs against the embedded default and against Postgres + Redis."""
     return request.getfixturevalue(f"{request.param}_stack")

@@ -98,7 +98,7 @@ def start_simulator(log_dir: Path, *extra: str) -> Proc:
         f"simulator-{port}",
         [sys.executable, "-m", "service.simulator", "--host", "127.0.0.1", "--port", str(port), *extra],
         dict(os.environ),
-        lambda: _answers(f"{base}/healthz"),
+        lambda: _answers(f"{base}/v1/_sim/stats"),
         log_dir,
     )
     return Proc(f"simulator-{port}", process, f"{base}/v1", log_dir / f"simulator-{port}.log")

@@ -18,6 +18,11 @@ import orjson
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _DONE = b"data: [DONE]"
+_BROKEN_EVENT = (
+    b'data: {"error": {"message": "The upstream stream broke off before it was complete; you '
+    b'are billed only for the tokens delivered.", "type": "server_error", "param": null, '
+    b'"code": "upstream_stream_broken"}}\n\n'
+)
 
 
 @dataclass(slots=True)
@@ -50,34 +55,47 @@ async def relay_stream(
     spawn: Callable[[Awaitable[None]], object],
 ) -> AsyncIterator[bytes]:
     outcome = StreamOutcome()
-    buf = b""
+    settled = False
+
+    def settle_once() -> None:
+        nonlocal settled
+        if not settled:
+            settled = True
+            response.close()
+            spawn(finish(outcome))
+
     try:
-        async for data in response.content.iter_any():
-            buf += data
-            out: list[bytes] = []
-            while True:
-                end = _split_event(buf)
-                if end < 0:
-                    break
-                event, buf = buf[:end], buf[end:]
-                if _keep(event, outcome, strip_usage_chunk):
-                    out.append(event)
-            if out:
-                yield b"".join(out) if len(out) > 1 else out[0]
-        if buf:
-            if _keep(buf, outcome, strip_usage_chunk):
+        buf = b""
+        try:
+            async for data in response.content.iter_any():
+                buf += data
+                out: list[bytes] = []
+                while True:
+                    end = _split_event(buf)
+                    if end < 0:
+                        break
+                    event, buf = buf[:end], buf[end:]
+                    if _keep(event, outcome, strip_usage_chunk):
+                        out.append(event)
+                if out:
+                    yield b"".join(out) if len(out) > 1 else out[0]
+            if buf and _keep(buf, outcome, strip_usage_chunk):
                 yield buf
-        if not outcome.saw_done and outcome.usage is None:
+            if not outcome.saw_done and outcome.usage is None:
+                outcome.status = "stream_broken"
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
             outcome.status = "stream_broken"
+        if outcome.status == "stream_broken":
+            # The client keeps what it received and learns the stream is incomplete the way
+            # the SDKs understand: an OpenAI error event (they raise APIError on it).
+            settle_once()
+            yield _BROKEN_EVENT
     except (asyncio.CancelledError, GeneratorExit):
-        outcome.status = "client_disconnected"
+        if outcome.status == "ok":
+            outcome.status = "client_disconnected"
         raise
-    except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
-        # The upstream broke off: the client keeps the partial stream it already has.
-        outcome.status = "stream_broken"
     finally:
-        response.close()
-        spawn(finish(outcome))
+        settle_once()
 
 
 def _keep(event: bytes, outcome: StreamOutcome, strip_usage_chunk: bool) -> bool:
