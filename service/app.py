@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import metrics
-from service.errors import FareboxError, InvalidRequest, NotFound
-from service.proxy.inference import handle_inference
+from service.errors import FareboxError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from service.proxy.inference import ENDPOINTS, handle_inference
 from service.proxy.models_route import list_models, retrieve_model
 from service.request_context import RequestContext
 from service.runtime import Runtime
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await runtime.stop()
+            metrics.process_exiting()
             log.info("farebox_stopped")
 
     app = FastAPI(
@@ -87,17 +88,33 @@ def _mount_optional(app: FastAPI) -> None:
 
 async def _farebox_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FareboxError)
-    metrics.record_refusal(_refusal_reason(exc))
+    endpoint = _endpoint_label(request)
+    if isinstance(exc, (UpstreamError, UpstreamTimeout)):
+        metrics.record_upstream_error(endpoint, 0)
+    else:
+        metrics.record_refusal(_refusal_reason(exc))
+        if request.url.path.startswith("/v1/"):
+            principal = getattr(request.state, "principal", None)
+            metrics.record_request(principal.team_name if principal else None, endpoint, "refused")
     return Response(exc.body_bytes(), status_code=exc.status, headers=exc.headers, media_type="application/json")
 
 
+def _endpoint_label(request: Request) -> str:
+    """A bounded endpoint label: the metered name, or the route's template (never ids)."""
+    path = request.url.path
+    if path in ENDPOINTS:
+        return ENDPOINTS[path]
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
 def _refusal_reason(exc: FareboxError) -> str:
-    return {
-        401: "auth", 403: "forbidden", 404: "not_found", 413: "too_large",
-    }.get(exc.status) or {
+    by_code = {
         "budget_exceeded": "budget", "budget_store_unavailable": "budget_store_down",
         "too_many_failed_authentications": "rate_limited",
-    }.get(exc.code or "", "bad_request" if exc.status < 500 else "upstream")
+    }
+    by_status = {401: "auth", 403: "forbidden", 404: "not_found", 413: "too_large"}
+    return by_code.get(exc.code or "") or by_status.get(exc.status) or "bad_request"
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

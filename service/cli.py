@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -68,14 +69,26 @@ def serve(
     port = port or settings.port
     workers = workers or settings.workers
     configure_logging(settings)
+    own_metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics here; /metrics on any worker sums them all.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="farebox-metrics-")
+        own_metrics_dir = tempfile.mkdtemp(prefix="farebox-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
     if settings.auto_migrate:
         from service.db.migrate import upgrade
 
         upgrade(settings.database_url)  # once, before the workers fork
         os.environ["FAREBOX_AUTO_MIGRATE"] = "false"
+    try:
+        _run_uvicorn(host, port, workers, settings)
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "service.app:create_app",
         factory=True,

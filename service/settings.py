@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRET_FIELDS = ("admin_token", "openai_api_key", "key_pepper", "webhook_secret")
+_SECRET_FIELDS = ("admin_token", "openai_api_key", "key_pepper", "webhook_secret", "database_url", "redis_url")
 
 
 class Settings(BaseSettings):

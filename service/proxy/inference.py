@@ -12,6 +12,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from service import metrics
 from service.errors import FareboxError, InvalidRequest, UpstreamError, UpstreamTimeout
 from service.ledger.event import ChargeEvent
 from service.proxy import metering
@@ -162,6 +163,7 @@ class _Meter:
 
     async def settle_body(self, http_status: int, data: bytes) -> None:
         if http_status >= 400:
+            metrics.record_upstream_error(self.path, http_status)
             await self._settle(metering.Metered.nothing(), status="upstream_error", http_status=http_status, model=None)
             return
         try:
