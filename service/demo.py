@@ -119,7 +119,7 @@ def _walkthrough(base: str, admin_token: str) -> str:
             model="gpt-4o", messages=[{"role": "user", "content": "Write a novel."}], max_tokens=16000
         )
     except openai.RateLimitError as exc:
-        console.print(f"over budget       -> 429 {exc.body.get('code') if isinstance(exc.body, dict) else ''}: {exc.message[:160]}")
+        console.print(f"over budget       -> 429 {exc.body.get('code') if isinstance(exc.body, dict) else ''}: {exc.message}")
 
     standing = admin.get(f"/teams/{team['id']}/standing").raise_for_status().json()
     table = Table("budget", "limit $", "spent $", "reserved $", "remaining $")

@@ -56,7 +56,7 @@ class NewKeyOut(KeyOut):
 class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=200)
-    limit_usd: Decimal = Field(ge=0, le=Decimal("1000000000"), max_digits=21, decimal_places=9)
+    limit_usd: Decimal = Field(ge=0, le=Decimal("9000000"), max_digits=21, decimal_places=9)
     period: Period
     timezone: str | None = Field(default=None, max_length=64)
     key_id: str | None = Field(default=None, max_length=64)
@@ -68,7 +68,7 @@ class BudgetIn(BaseModel):
 class BudgetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=200)
-    limit_usd: Decimal | None = Field(default=None, ge=0, le=Decimal("1000000000"), max_digits=21, decimal_places=9)
+    limit_usd: Decimal | None = Field(default=None, ge=0, le=Decimal("9000000"), max_digits=21, decimal_places=9)
     period: Period | None = None
     timezone: str | None = Field(default=None, max_length=64)
     models: list[str] | None = Field(default=None, max_length=100)
