@@ -117,7 +117,8 @@ def test_stream_with_include_usage_relays_the_usage_chunk(stack: Stack) -> None:
 async def test_async_client_stream_and_not(stack: Stack) -> None:
     team, key = stack.admin.team_with_key()
     client = openai.AsyncOpenAI(base_url=stack.v1, api_key=key, max_retries=0)
-    answer = await client.chat.completions.create(model="gpt-4.1-nano", messages=[{"role": "user", "content": "hi"}])
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4.1-nano", messages=[{"role": "user", "content": "hi"}])
+    answer = raw.parse()
     stream = await client.chat.completions.create(
         model="gpt-4.1-nano", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=8
     )
@@ -126,7 +127,8 @@ async def test_async_client_stream_and_not(stack: Stack) -> None:
     assert answer.usage is not None and received
     rows = stack.ledger.wait_rows(team["id"], 2)
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert rows[0]["cost_nano"] == _expected_cost("gpt-4.1-nano", answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    [row] = [r for r in rows if r["request_id"] == raw.headers["x-farebox-request-id"]]
+    assert row["cost_nano"] == _expected_cost("gpt-4.1-nano", answer.usage.prompt_tokens, answer.usage.completion_tokens)
 
 
 def test_completions_embeddings_and_models(stack: Stack) -> None:
