@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import metrics
+from service.logging import configure_logging
 from service.errors import FareboxError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from service.proxy.inference import ENDPOINTS, handle_inference
 from service.proxy.models_route import list_models, retrieve_model
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings)  # in each worker: uvicorn's workers are spawned, not forked
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -70,7 +70,6 @@ class Settings(BaseSettings):
     # Observability.
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    metrics_enabled: bool = True
 
     # Graceful shutdown.
     drain_grace_s: float = 30.0
