@@ -1,0 +1,121 @@
+"""Idempotent ledger writes: insert charges once per request id and roll exactly those into ledger_daily."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import DailyRollup, LedgerEntry
+from service.ledger.event import ChargeEvent
+
+LEDGER: Table = LedgerEntry.__table__  # type: ignore[assignment]
+DAILY: Table = DailyRollup.__table__  # type: ignore[assignment]
+
+ROLLUP_KEY = ("day", "team_id", "key_id", "model", "base_model", "kind")
+ROLLUP_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "trained_tokens",
+    "cost_nano",
+)
+
+RollupKey = tuple[date, str, str, str, str, str]
+
+# Every field of a charge is a ledger column of the same name.
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ChargeEvent))
+
+
+def as_utc(ts: datetime) -> datetime:
+    """The same instant in UTC; naive timestamps are taken to be UTC already."""
+    # SQLite keeps no offset, so every stored timestamp is UTC or comparisons would be wrong.
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def ledger_row(event: ChargeEvent, recorded_at: datetime) -> dict[str, Any]:
+    """The ledger row (column -> value) an event becomes."""
+    # Shallow on purpose: dataclasses.asdict deep-copies every value and was most of a batch's time.
+    row = {name: getattr(event, name) for name in EVENT_FIELDS}
+    row["started_at"] = as_utc(event.started_at)
+    row["finished_at"] = as_utc(event.finished_at)
+    row["recorded_at"] = recorded_at
+    return row
+
+
+def rollup_key(event: ChargeEvent) -> RollupKey:
+    """The ledger_daily row an event is summed into: its UTC day, team, key, model, base model, kind."""
+    return (
+        as_utc(event.started_at).date(),
+        event.team_id,
+        event.key_id or "",
+        event.model_requested,
+        event.base_model or "",
+        event.kind,
+    )
+
+
+def rollup_rows(events: Sequence[ChargeEvent]) -> list[dict[str, Any]]:
+    """The per-day sums of these events, one row per rollup key, in key order."""
+    sums: dict[RollupKey, list[int]] = {}
+    for ev in events:
+        acc = sums.setdefault(rollup_key(ev), [0] * len(ROLLUP_SUMS))
+        acc[0] += 1
+        acc[1] += ev.prompt_tokens
+        acc[2] += ev.cached_tokens
+        acc[3] += ev.completion_tokens
+        acc[4] += ev.trained_tokens
+        acc[5] += ev.cost_nano
+    return [
+        dict(zip(ROLLUP_KEY, key, strict=True)) | dict(zip(ROLLUP_SUMS, sums[key], strict=True))
+        for key in sorted(sums)
+    ]
+
+
+def _insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"the ledger supports PostgreSQL and SQLite, not {dialect!r}")
+
+
+async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> list[str]:
+    """Insert the events the ledger lacks and add exactly those to ledger_daily; returns their request ids.
+
+    Runs in the caller's transaction and does not commit, so a caller can add its own rows atomically.
+    """
+    if not events:
+        return []
+    by_id: dict[str, ChargeEvent] = {}
+    for ev in events:
+        by_id.setdefault(ev.request_id, ev)
+    dialect = session.get_bind().dialect.name
+    recorded_at = datetime.now(timezone.utc)
+
+    # Sorted by request id (and the rollup by key) so concurrent writers take their row locks
+    # in one order and cannot deadlock one another.
+    rows = [ledger_row(by_id[rid], recorded_at) for rid in sorted(by_id)]
+    insert_ledger = (
+        _insert(dialect, LEDGER)
+        .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
+        .returning(LEDGER.c.request_id)
+    )
+    inserted = list((await session.execute(insert_ledger, rows)).scalars())
+    if not inserted:
+        return []
+
+    # Only rows this statement inserted reach the rollup: a redelivered event changes nothing.
+    insert_daily = _insert(dialect, DAILY)
+    upsert_daily = insert_daily.on_conflict_do_update(
+        index_elements=[DAILY.c[name] for name in ROLLUP_KEY],
+        set_={name: DAILY.c[name] + insert_daily.excluded[name] for name in ROLLUP_SUMS},
+    )
+    await session.execute(upsert_daily, rollup_rows([by_id[rid] for rid in inserted]))
+    return inserted
