@@ -26,7 +26,8 @@ def auto_epochs(n_examples: int) -> int:
     if n_examples < 1:
         raise PricingError(f"a training file needs at least one example, got {n_examples}")
     if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
+        # Integer division, as in OpenAI's data-preparation cookbook (33 examples -> 3 epochs).
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
     if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
         return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
     return TARGET_EPOCHS
