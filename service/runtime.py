@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from service import metrics
 from service.admin.service import AdminService
+from service.alerts import install as install_alerts
 from service.auth.authenticator import Authenticator
 from service.auth.principal import Principal
 from service.budgets.gate import BudgetGate, Hold
@@ -91,18 +92,21 @@ class Runtime:
         self._team_ids: tuple[list[str], float] = ([], 0.0)
         self.settle_hooks: list[Any] = []  # alerts and gauges subscribe to settled spend
         self.bus.subscribe(self._on_change)
+        self.alerts = install_alerts(self)  # settle hook + webhook dispatcher (service/alerts)
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.bus.start()
         await self.budgets.start()
         await self.ledger.start()
+        await self.alerts.start()
 
     async def stop(self) -> None:
         """Drain: let in-flight settles finish, flush the ledger, then close connections."""
         self.draining = True
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.drain_grace_s)
+        await self.alerts.stop()
         await self.budgets.stop()
         await self.ledger.stop(drain=True)
         await self.bus.stop()
@@ -140,11 +144,14 @@ class Runtime:
     async def drain_ledger(self, max_rounds: int = 1000) -> int:
         """Write everything the outbox holds now into the ledger (before a rebuild, at stop)."""
         total = 0
-        for _ in range(max_rounds):
-            written = await self.ledger.flush_once()
-            total += written
-            if written == 0:
-                break
+        # Batches a dead reader left pending count too, or the ledger would look short of them.
+        claiming = getattr(self.store, "claiming_all_pending", None)
+        with claiming() if claiming is not None else contextlib.nullcontext():
+            for _ in range(max_rounds):
+                written = await self.ledger.flush_once()
+                total += written
+                if written == 0:
+                    break
         return total
 
     async def refresh_gauges(self) -> None:

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # Alerts.
     alert_thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
     alert_retry_max_s: float = 300.0
+    alert_webhook_format: Literal["auto", "slack", "json"] = "auto"
 
     # Observability.
     log_level: str = "INFO"
