@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -41,16 +41,29 @@ def pg_admin_dsn() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    """A fresh, empty Postgres database for this test session (SQLAlchemy asyncpg URL)."""
+def new_pg_database(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
+    """A factory of fresh, empty Postgres databases (SQLAlchemy asyncpg URLs), dropped at the end."""
     import psycopg
 
-    name = f"fbt_{uuid.uuid4().hex[:12]}"
+    created: list[str] = []
+
+    def make(prefix: str = "fbt") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+    yield make
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url(new_pg_database: Callable[[str], str]) -> str:
+    """A fresh, empty Postgres database for this test session."""
+    return new_pg_database("fbt")
 
 
 @pytest.fixture(scope="session")
