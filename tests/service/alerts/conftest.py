@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,15 +14,10 @@ from tests.service.alerts.receiver import Receiver
 
 
 @pytest.fixture(scope="session")
-def alerts_pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"fbt_alert_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_admin_dsn.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
+def alerts_pg_url(new_pg_database: Callable[[str], str]) -> str:
+    url = new_pg_database("fbt_alert")
     migrate.upgrade(url)
-    yield url
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return url
 
 
 async def _emptied_sessions(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import PG_HOST, PG_PORT, Stack
+from tests.conftest import Stack
 from tests.harness import Admin, FareboxConfig, Ledger, Proc, free_port, start_farebox, start_simulator
 
 JOB_PHASE_S = "0.3"
@@ -45,15 +45,8 @@ def ft_simulator(log_dir: Path, ft_sqlite_port: int) -> Iterator[Proc]:
 
 
 @pytest.fixture(scope="session")
-def ft_pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    import psycopg
-
-    name = f"fbt_ft_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def ft_pg_url(new_pg_database: Callable[[str], str]) -> str:
+    return new_pg_database("fbt_ft")
 
 
 def _stack(backend: str, config: FareboxConfig, log_dir: Path, port: int | None = None) -> Stack:

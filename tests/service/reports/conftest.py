@@ -5,11 +5,9 @@ Reports sum across teams, so they need a ledger no other test writes to.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,15 +16,10 @@ from service.db.engine import make_engine, make_sessions
 
 
 @pytest.fixture(scope="session")
-def reports_pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"fbt_rep_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_admin_dsn.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
+def reports_pg_url(new_pg_database: Callable[[str], str]) -> str:
+    url = new_pg_database("fbt_rep")
     migrate.upgrade(url)
-    yield url
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return url
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
