@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -13,6 +14,13 @@ from service import metrics
 from service.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
+
+
+@functools.cache
+def _schema_head() -> str | None:
+    from service.db.migrate import head
+
+    return head()
 
 
 @router.get("/healthz")
@@ -28,8 +36,9 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(2.0):
             async with rt.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+                version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        # Answering is not enough: a replica is ready once the schema is the one it was built for.
+        checks["database"] = "ok" if version == _schema_head() else f"schema at {version}, needs {_schema_head()}"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     if rt.redis is not None:
