@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 import structlog
+from service import metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-farebox-request-id"
@@ -34,7 +35,12 @@ class RequestContext:
                     headers.append((HEADER, raw_id))
             await send(message)
 
+        proxied = scope["path"].startswith("/v1/")
+        if proxied:
+            metrics.request_started()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if proxied:
+                metrics.request_finished()
             structlog.contextvars.unbind_contextvars("request_id")

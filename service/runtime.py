@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
@@ -25,7 +25,7 @@ from service.budgets.redis_store import RedisBudgetStore
 from service.budgets.store import BudgetStore
 from service.change_bus import ChangeBus
 from service.db.engine import make_engine, make_sessions
-from service.db.models import Team
+from service.db.models import FineTuneJob, Team
 from service.ledger.event import ChargeEvent
 from service.ledger.writer import LedgerWriter
 from service.models_access import ModelAccess
@@ -76,6 +76,7 @@ class Runtime:
             team_ids=self.team_ids,
             batch_size=settings.ledger_batch_size,
             flush_interval_s=settings.ledger_flush_interval_s,
+            on_written=lambda events: metrics.record_ledger_written(len(events)),
         )
         upstream_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else SIMULATED_UPSTREAM_KEY
         self.upstream = Upstream(
@@ -156,6 +157,10 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Budget gauges are read at scrape time, not on the hot path."""
+        metrics.set_ledger_pending(self.ledger.pending_estimate)
+        async with self.sessions() as session:
+            jobs = (await session.execute(select(FineTuneJob.status, func.count()).group_by(FineTuneJob.status))).all()
+        metrics.set_finetune_jobs({status: count for status, count in jobs})
         async with self.sessions() as session:
             teams = {t.id: t.name for t in (await session.execute(select(Team))).scalars()}
         for team_id, team_name in teams.items():

@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.budgets.store import OutboxEntry
 from service.db.models import Team
 from service.ledger.entries import write_events
@@ -184,6 +185,7 @@ class LedgerWriter:
                 handled = await self.flush_once()
             except Exception as exc:
                 self.consecutive_failures += 1
+                metrics.record_ledger_write_error()
                 delay = backoff.next()
                 log.warning(
                     "ledger write failed; events kept for retry",
