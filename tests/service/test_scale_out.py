@@ -101,9 +101,14 @@ async def test_two_replicas_act_as_one(replicas: Replicas, tmp_path: Path) -> No
 
         # Alerts: the inference budget went to exactly 100 %: one POST per threshold.
         bodies = await receiver.wait_for("team", 3)
-        recorded = replicas.admin.http.get("/alerts", params={"team": team["id"]}).raise_for_status().json()["data"]
-        assert sorted(a["threshold"] for a in recorded) == [50, 80, 100]
-        assert all(a["status"] == "delivered" and a["attempts"] == 1 for a in recorded)
+
+        def recorded() -> list[dict]:
+            alerts = replicas.admin.http.get("/alerts", params={"team": team["id"]}).raise_for_status().json()["data"]
+            return alerts if alerts and all(a["status"] == "delivered" for a in alerts) else []
+
+        alerts = wait_until(recorded, 20, what="alerts recorded as delivered")
+        assert sorted(a["threshold"] for a in alerts) == [50, 80, 100]
+        assert all(a["attempts"] == 1 for a in alerts)
         assert len(receiver.bodies("team")) == 3  # every alert claimed once, so no replica sends again
         assert sorted(b["threshold_percent"] for b in bodies) == [50, 80, 100]
 
