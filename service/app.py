@@ -8,16 +8,21 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import metrics
 from service.logging import configure_logging
-from service.errors import FareboxError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from service.errors import (
+    DatabaseUnavailable, FareboxError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout,
+)
 from service.proxy.inference import ENDPOINTS, handle_inference
 from service.proxy.models_route import list_models, retrieve_model
 from service.request_context import RequestContext
+from service.request_limits import RequestLimits
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -67,10 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _mount_optional(app)
 
     app.add_exception_handler(FareboxError, _farebox_error)
+    # A database outage is a 503 the SDKs retry, answered on a connection that stays open.
+    for outage in (DBAPIError, ConnectionError, TimeoutError):  # asyncpg's refused connect is raw
+        app.add_exception_handler(outage, _database_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # FastAPI's own 400s, e.g. an unparsable body
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContext)  # outermost: even a refused request gets its id
     return app
 
 
@@ -117,6 +128,46 @@ def _refusal_reason(exc: FareboxError) -> str:
     }
     by_status = {401: "auth", 403: "forbidden", 404: "not_found", 413: "too_large"}
     return by_code.get(exc.code or "") or by_status.get(exc.status) or "bad_request"
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not _is_outage(exc):
+        log.error("unhandled_database_error", path=request.url.path, exc_info=exc)
+        return await _internal_error(request, exc)
+    log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+    err = DatabaseUnavailable("Farebox cannot reach its database right now, so nothing was done; retry shortly.")
+    return await _farebox_error(request, err)
+
+
+# SQLSTATE classes of a database that is away: connection exception, insufficient resources
+# (too many connections), operator intervention (shutting down, starting up).
+_OUTAGE_SQLSTATES = ("08", "53", "57")
+
+
+def _is_outage(exc: Exception) -> bool:
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, TimeoutError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return exc.connection_invalidated or sqlstate[:2] in _OUTAGE_SQLSTATES or isinstance(exc.orig, OSError)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else f"HTTP {exc.status_code}."
+    body = {"error": {
+        "message": message, "type": "invalid_request_error" if exc.status_code < 500 else "server_error",
+        "param": None, "code": None,
+    }}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected still answers in OpenAI's error shape (the traceback goes to the log)."""
+    request_id = getattr(request.state, "request_id", "")
+    body = FareboxError(f"Farebox failed to handle the request ({request_id}); it was logged.").body_bytes()
+    return Response(body, status_code=500, media_type="application/json")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

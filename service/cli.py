@@ -87,8 +87,13 @@ def serve(
 
 
 def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None:
+    import signal
+
     import uvicorn
 
+    # uvicorn drains, then raises SIGTERM again with the handler it found installed: make that
+    # an exit with status 0, so a drained stop does not read as a crash (143) to an orchestrator.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,

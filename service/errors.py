@@ -98,6 +98,12 @@ class BudgetStoreUnavailable(FareboxError):
     code = "budget_store_unavailable"
 
 
+class DatabaseUnavailable(FareboxError):
+    status = 503
+    type = "server_error"
+    code = "database_unavailable"
+
+
 class UpstreamError(FareboxError):
     status = 502
     type = "server_error"

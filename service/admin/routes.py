@@ -27,9 +27,12 @@ async def require_admin(request: Request) -> None:
     expected = rt.settings.admin_token
     if expected is None:
         raise PermissionDenied("The admin API is disabled: set FAREBOX_ADMIN_TOKEN to enable it.")
+    client = request.client.host if request.client else "unknown"
+    rt.auth.check_throttle(client)  # guessing the admin token is slowed like guessing keys
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
+        rt.auth.record_failure(client)
         raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.", code="invalid_admin_token")
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, UrlConstraints
 
+WEBHOOK_URL_MAX = 2000  # teams.webhook_url
+
+
+def _fits_column(url: HttpUrl) -> HttpUrl:
+    # Normalising can lengthen a URL (a trailing slash, punycode): check what will be stored.
+    if len(str(url)) > WEBHOOK_URL_MAX:
+        raise ValueError(f"the webhook URL is longer than {WEBHOOK_URL_MAX} characters")
+    return url
+
+
+WebhookUrl = Annotated[HttpUrl, UrlConstraints(max_length=WEBHOOK_URL_MAX), AfterValidator(_fits_column)]
 Period = Literal["daily", "weekly", "monthly", "total"]
 Kind = Literal["inference", "training"]
 
@@ -15,13 +26,13 @@ Kind = Literal["inference", "training"]
 class TeamIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
-    webhook_url: HttpUrl | None = None
+    webhook_url: WebhookUrl | None = None
     validate_training_files: bool = True
 
 
 class TeamPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    webhook_url: HttpUrl | None = None
+    webhook_url: WebhookUrl | None = None
     validate_training_files: bool | None = None
 
 

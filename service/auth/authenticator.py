@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict, deque
 from datetime import datetime, timezone
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,9 @@ from service.db.models import ApiKey, Team
 from service.errors import AuthenticationFailed, TooManyAuthFailures
 
 _CACHE_MAX = 10_000
+_STALE_RETRY_S = 5.0
+
+log = structlog.get_logger(__name__)
 
 
 class Authenticator:
@@ -41,10 +45,10 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, client: str) -> Principal:
         """Resolve an `Authorization: Bearer ...` header, or raise a 401 (429 when throttled)."""
-        self._check_throttle(client)
+        self.check_throttle(client)
         token = _bearer(authorization)
         if token is None:
-            self._record_failure(client)
+            self.record_failure(client)
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send your Farebox key as "
                 "'Authorization: Bearer fbk_...'.",
@@ -56,11 +60,20 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             principal = cached[0]
         else:
-            principal = await self._load(key_hash)
+            try:
+                principal = await self._load(key_hash)
+                ttl = self._ttl
+            except Exception as exc:
+                if cached is None:
+                    raise
+                # The database is away: a key this replica already knew keeps working (a revocation
+                # still drops it through the change bus); ask the database again in a few seconds.
+                log.warning("auth_database_unavailable_serving_cached_key", error=type(exc).__name__)
+                principal, ttl = cached[0], min(self._ttl, _STALE_RETRY_S)
             if principal is None:
-                self._record_failure(client)
+                self.record_failure(client)
                 raise AuthenticationFailed("Incorrect API key provided: the key is unknown or revoked.")
-            self._remember(key_hash, principal, now)
+            self._remember(key_hash, principal, now, ttl)
         if principal.expires_at is not None and principal.expires_at <= datetime.now(timezone.utc):
             self.forget_hash(key_hash)
             raise AuthenticationFailed("The API key provided has expired.", code="expired_api_key")
@@ -93,8 +106,8 @@ class Authenticator:
             validate_training_files=team.validate_training_files,
         )
 
-    def _remember(self, key_hash: str, principal: Principal, now: float) -> None:
-        self._cache[key_hash] = (principal, now + self._ttl)
+    def _remember(self, key_hash: str, principal: Principal, now: float, ttl: float) -> None:
+        self._cache[key_hash] = (principal, now + ttl)
         self._cache.move_to_end(key_hash)
         while len(self._cache) > _CACHE_MAX:
             self._cache.popitem(last=False)
@@ -112,7 +125,8 @@ class Authenticator:
             if p.team_id == team_id:
                 self._cache.pop(h, None)
 
-    def _check_throttle(self, client: str) -> None:
+    def check_throttle(self, client: str) -> None:
+        """Raise a 429 when this client failed too often lately (keys, the admin token, the console alike)."""
         window = self._failures.get(client)
         if not window:
             return
@@ -126,7 +140,7 @@ class Authenticator:
                 headers={"Retry-After": str(retry)},
             )
 
-    def _record_failure(self, client: str) -> None:
+    def record_failure(self, client: str) -> None:
         window = self._failures.setdefault(client, deque())
         window.append(time.monotonic())
         if len(self._failures) > _CACHE_MAX:

@@ -34,8 +34,11 @@ from service.settings import Settings
 log = structlog.get_logger(__name__)
 
 _RULES_TTL_S = 30.0
+_STALE_RETRY_S = 5.0
 _PER = {"daily": "per day", "weekly": "per week", "monthly": "per month", "total": "in total"}
 _MAINTENANCE_INTERVAL_S = 5.0
+_COUNTERS_CACHE_MAX = 10_000
+_Counted = tuple[tuple[BudgetRule, ...], float, float, tuple[BudgetCounter, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class BudgetGate:
         self._settings = settings
         self._team_ids = team_ids
         self._rules: dict[str, tuple[tuple[BudgetRule, ...], float]] = {}
+        # (team, key, model, base, kind) -> (rules, valid from, valid until, counters): the
+        # period arithmetic costs more than the Redis call's own Python, so do it once per period.
+        self._counters: dict[tuple[str, str | None, str, str | None, str], _Counted] = {}
         self._task: asyncio.Task[None] | None = None
         self.before_rebuild = before_rebuild
         self.counters_stale = False  # a charge reached the ledger without the counters
@@ -82,18 +88,16 @@ class BudgetGate:
         """Hold the request's worst-case cost on every budget that applies, or refuse it (429)."""
         at = at or datetime.now(timezone.utc)
         rules = await self.rules(principal.team_id)
-        counters = applicable_budgets(
-            rules, key_id=principal.key_id, model=model, base_model=base_model, kind=kind,
-            at=at, default_tz=self._settings.budget_timezone,
-        )
+        counters = self._applicable(rules, principal, model, base_model, kind, at)
         reservation = Reservation(request_id, principal.team_id, amount_nano, counters, ttl_s)
         if not counters:
             return Hold(reservation)
         try:
             denial = await self.store.reserve(reservation)
         except BudgetStoreUnavailable:
+            # It may come back empty (restarted without persistence): rebuild from the ledger then.
+            self.counters_stale = True
             if self._settings.fail_open:
-                self.counters_stale = True
                 log.warning("budget_store_down_fail_open", request_id=request_id, team_id=principal.team_id)
                 return Hold(reservation, metered=False)
             raise BudgetStoreUnavailable(
@@ -116,6 +120,28 @@ class BudgetGate:
             log.warning("settle_store_down", request_id=event.request_id)
             return None
 
+    def _applicable(
+        self, rules: tuple[BudgetRule, ...], principal: Principal, model: str,
+        base_model: str | None, kind: str, at: datetime,
+    ) -> tuple[BudgetCounter, ...]:
+        """applicable_budgets, reused while the rules are unchanged and `at` is in every period."""
+        key = (principal.team_id, principal.key_id, model, base_model, kind)
+        ts = at.timestamp()
+        hit = self._counters.get(key)
+        if hit is not None and hit[0] is rules and hit[1] <= ts < hit[2]:
+            return hit[3]
+        counters = applicable_budgets(
+            rules, key_id=principal.key_id, model=model, base_model=base_model, kind=kind,
+            at=at, default_tz=self._settings.budget_timezone,
+        )
+        starts = [c.period_start.timestamp() for c in counters if c.period_start is not None]
+        ends = [c.period_end.timestamp() for c in counters if c.period_end is not None]
+        if len(self._counters) >= _COUNTERS_CACHE_MAX:
+            self._counters.clear()
+        valid = (max(starts, default=-math.inf), min(ends, default=math.inf))
+        self._counters[key] = (rules, *valid, counters)
+        return counters
+
     # Rules
 
     async def rules(self, team_id: str) -> tuple[BudgetRule, ...]:
@@ -123,8 +149,17 @@ class BudgetGate:
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
-        async with self._sessions() as session:
-            rows = (await session.execute(select(Budget).where(Budget.team_id == team_id))).scalars().all()
+        try:
+            async with self._sessions() as session:
+                rows = (await session.execute(select(Budget).where(Budget.team_id == team_id))).scalars().all()
+        except Exception as exc:
+            if hit is None:
+                raise
+            # The database is away: keep enforcing the rules last read (an admin edit cannot be
+            # saved meanwhile anyway) and ask the database again in a few seconds.
+            log.warning("budget_rules_stale_database_unavailable", team_id=team_id, error=type(exc).__name__)
+            self._rules[team_id] = (hit[0], now + _STALE_RETRY_S)
+            return hit[0]
         rules = tuple(rule_from_budget(row) for row in rows)
         self._rules[team_id] = (rules, now + _RULES_TTL_S)
         return rules
@@ -189,6 +224,8 @@ class BudgetGate:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, BudgetStoreUnavailable):
+                    self.counters_stale = True  # even with no traffic, rebuild once the store is back
                 log.warning("budget_maintenance_failed", error=str(exc))
 
 

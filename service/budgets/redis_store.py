@@ -10,11 +10,12 @@ Key layout (the {t:<team>} hash tag keeps a team's keys in one Redis Cluster slo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
@@ -291,6 +292,20 @@ class RedisBudgetStore:
                 for _stream, stream_messages in reply or []:
                     messages[team_id] += stream_messages
         return messages
+
+    @contextlib.contextmanager
+    def claiming_all_pending(self) -> Iterator[None]:
+        """Inside the block, read_outbox also takes entries other readers hold unacked, however recent.
+
+        A reader killed mid-write leaves its batch pending; a rebuild that waited the usual idle
+        time would sum a ledger without them. Taking them early is safe: ledger writes are idempotent.
+        """
+        saved, self.claim_idle_ms = self.claim_idle_ms, 0
+        self._claim_cursor.clear()
+        try:
+            yield
+        finally:
+            self.claim_idle_ms = saved
 
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
         """Up to `count` entries per team: abandoned ones (idle past claim_idle_s), then new."""

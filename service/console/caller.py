@@ -32,6 +32,8 @@ def _bearer(request: Request) -> str | None:
 async def identify(request: Request) -> Caller:
     """The admin token makes an admin; anything else must be a valid team key (401 otherwise)."""
     rt: Runtime = request.app.state.runtime
+    # A throttled client is refused before the admin token is compared, so guessing learns nothing.
+    rt.auth.check_throttle(request.client.host if request.client else "unknown")
     expected = rt.settings.admin_token
     token = _bearer(request)
     if (

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from service.errors import UpstreamError, UpstreamTimeout
-from service.proxy.upstream import response_headers
+from service.proxy.upstream import key_refused, response_headers
 from service.runtime import Runtime
 
 # The watcher's own calls give up sooner than a client's: it simply polls again.
@@ -36,6 +36,8 @@ class Answer:
             raise UpstreamError("The upstream answered with a body that is not an OpenAI response.") from exc
 
     def response(self, request_id: str) -> Response:
+        if self.status == 401:
+            raise key_refused()
         headers = dict(self.headers)
         headers["x-farebox-request-id"] = request_id
         return Response(self.body, status_code=self.status, headers=headers)
@@ -94,6 +96,8 @@ async def relay_stream(request: Request, rt: Runtime, path: str) -> Response:
             data = await upstream.read()
         finally:
             upstream.release()
+        if upstream.status == 401:
+            raise key_refused()
         return Response(data, status_code=upstream.status, headers=out_headers)
 
     async def chunks() -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import aiohttp
 import orjson
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from service import metrics
@@ -19,7 +19,7 @@ from service.proxy import metering
 from service.proxy.body import read_body
 from service.proxy.calls import InferenceCall, parse_call
 from service.proxy.stream_relay import StreamOutcome, relay_stream
-from service.proxy.upstream import response_headers
+from service.proxy.upstream import key_refused, response_headers
 from service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -36,10 +36,16 @@ async def handle_inference(request: Request) -> Response:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     request_id = request.state.request_id
-    endpoint = ENDPOINTS[request.url.path]
+    path = request.scope["path"]  # not request.url: building that URL costs more than routing
+    endpoint = ENDPOINTS[path]
 
     principal = await rt.authenticate(request)
-    body = await read_body(request, rt.settings.max_body_bytes)
+    try:
+        body = await read_body(request, rt.settings.max_body_bytes)
+    except ClientDisconnect:
+        # The client left mid-body (a load tool stopping, a killed SDK): nothing was reserved
+        # or sent, and nobody is there to read an answer, so no error, log line or refusal.
+        return Response(status_code=499)
     call = parse_call(endpoint, _loads(body))
     await rt.models.check_access(principal, call.model)
 
@@ -62,7 +68,7 @@ async def handle_inference(request: Request) -> Response:
     meter.forwarding(t0)
     try:
         upstream = await rt.upstream.session.post(
-            rt.upstream.url(request.url.path[3:], request.url.query),
+            rt.upstream.url(path[3:], request.scope["query_string"].decode("latin-1")),
             data=outgoing,
             headers=rt.upstream.request_headers(request.headers, "application/json"),
         )
@@ -101,6 +107,8 @@ async def handle_inference(request: Request) -> Response:
         await meter.settle_body(upstream.status, data)
     except metering.GarbageAnswer as exc:
         raise UpstreamError("The upstream answered with a body that is not an OpenAI response.") from exc
+    if upstream.status == 401:
+        raise key_refused()
     return Response(data, status_code=upstream.status, headers=headers)
 
 

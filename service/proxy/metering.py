@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from pricing.catalog import ModelRates
+from pricing.catalog import Catalog, ModelRates, load_catalog
 from pricing.cost import Usage, max_cost as pricing_max_cost, price
 from pricing.errors import PricingError
 from pricing.models import ResolvedModel, resolve_model
@@ -60,8 +61,16 @@ class Metered:
 
 
 def price_context(model: str, at: datetime) -> PriceContext:
-    resolved = resolve_model(model)
-    return PriceContext(resolved, resolved.rates(at))
+    """Rates change only from one UTC day to the next, so one context serves a model all day."""
+    day = at.astimezone(timezone.utc).date() if at.tzinfo is not None else at.date()
+    return _price_context_on(model, day, load_catalog())
+
+
+@lru_cache(maxsize=4096)
+def _price_context_on(model: str, day: date, catalog: Catalog) -> PriceContext:
+    resolved = resolve_model(model, catalog)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return PriceContext(resolved, resolved.rates(midnight, catalog))
 
 
 def estimate_prompt_tokens(call: InferenceCall, ctx: PriceContext) -> int:

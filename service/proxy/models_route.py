@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from service.errors import UpstreamError, UpstreamTimeout
 from service.models_access import is_fine_tuned_name
-from service.proxy.upstream import response_headers
+from service.proxy.upstream import key_refused, response_headers
 from service.runtime import Runtime
 
 
@@ -20,11 +20,14 @@ async def _get(rt: Runtime, request: Request, path: str) -> tuple[int, dict[str,
         async with rt.upstream.session.get(
             rt.upstream.url(path, request.url.query), headers=rt.upstream.request_headers(request.headers)
         ) as resp:
-            return resp.status, response_headers(resp.headers), await resp.read()
+            data = await resp.read()
     except asyncio.TimeoutError as exc:
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"The upstream could not be reached: {type(exc).__name__}.") from exc
+    if resp.status == 401:
+        raise key_refused()
+    return resp.status, response_headers(resp.headers), data
 
 
 async def list_models(request: Request) -> Response:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import aiohttp
+import structlog
+
+from service.errors import UpstreamError
+
+log = structlog.get_logger(__name__)
 
 # Headers that describe one hop, or that Farebox sets itself, never relayed as they are.
 _DROP_REQUEST = frozenset(
@@ -80,6 +85,19 @@ class Upstream:
         if content_type is not None:
             out["Content-Type"] = content_type
         return out
+
+
+def key_refused() -> UpstreamError:
+    """The answer to relay instead of the upstream's 401, which names (part of) Farebox's own key.
+
+    Relayed as it is, it would show the caller characters of the upstream key, and a 401 would
+    make the caller blame its own Farebox key, which was fine.
+    """
+    log.error("upstream_refused_farebox_key")
+    return UpstreamError(
+        "The upstream refused Farebox's own API key (yours is fine); the operator must fix it.",
+        code="upstream_auth_failed",
+    )
 
 
 def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
