@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     # Ledger writer.
     ledger_batch_size: int = 500
-    ledger_flush_interval_s: float = 0.05
+    ledger_flush_interval_s: float = 0.2
 
     # Fine-tuning.
     job_poll_interval_s: float = 10.0

@@ -107,7 +107,9 @@ async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> 
         .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
         .returning(LEDGER.c.request_id)
     )
-    inserted = list((await session.execute(insert_ledger, rows)).scalars())
+    inserted: list[str] = []
+    for chunk in _fixed_size_chunks(rows):
+        inserted.extend((await session.execute(insert_ledger, chunk)).scalars())
     if not inserted:
         return []
 
@@ -117,5 +119,21 @@ async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> 
         index_elements=[DAILY.c[name] for name in ROLLUP_KEY],
         set_={name: DAILY.c[name] + insert_daily.excluded[name] for name in ROLLUP_SUMS},
     )
-    await session.execute(upsert_daily, rollup_rows([by_id[rid] for rid in inserted]))
+    for chunk in _fixed_size_chunks(rollup_rows([by_id[rid] for rid in inserted])):
+        await session.execute(upsert_daily, chunk)
     return inserted
+
+
+def _fixed_size_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split into power-of-two chunks (largest first).
+
+    Every distinct row count renders a distinct multi-row INSERT, which asyncpg prepares and
+    caches on each pooled connection; with at most ~10 sizes that cache stays small and a
+    long-running writer's memory stays flat.
+    """
+    chunks, start = [], 0
+    while start < len(rows):
+        size = 1 << ((len(rows) - start).bit_length() - 1)
+        chunks.append(rows[start : start + size])
+        start += size
+    return chunks
