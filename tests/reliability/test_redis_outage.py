@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,6 +64,16 @@ def _settled_standing(stack: FaultStack, team_id: str, ledger_total: int) -> dic
     return wait_until(agreed, 45, interval_s=0.25, what="counter == ledger and no hold left")
 
 
+
+def _after_the_outage(stack: FaultStack, team_id: str, key: str, calls: list[Call]) -> tuple[list[Call], Any, int, dict]:
+    """Once Redis is back: counters rebuilt, serving again, and the ledger reconciled with every call."""
+    wait_reconciled(stack.ledger, team_id, calls)
+    _settled_standing(stack, team_id, stack.ledger.total(team_id))
+    after = _serves_again(stack, key)
+    rec = wait_reconciled(stack.ledger, team_id, calls + after)
+    ledger_total = stack.ledger.total(team_id)
+    return after, rec, ledger_total, _settled_standing(stack, team_id, ledger_total)
+
 def test_fail_closed_refuses_cleanly_and_charges_nothing_twice(
     simulator: Proc, log_dir: Path, private_postgres: PrivatePostgres, private_redis_aof: PrivateRedis,
     record_figures: Recorder,
@@ -77,12 +88,7 @@ def test_fail_closed_refuses_cleanly_and_charges_nothing_twice(
         outage = during(calls, down_at, up_at)
         refused = [c for c in outage if c.status == 503 and c.code == "budget_store_unavailable"]
         other = [c for c in outage if not c.ok and c not in refused]
-        wait_reconciled(stack.ledger, team["id"], calls)
-        _settled_standing(stack, team["id"], stack.ledger.total(team["id"]))  # rebuilt once Redis is back
-        after = _serves_again(stack, key)
-        rec = wait_reconciled(stack.ledger, team["id"], calls + after)
-        ledger_total = stack.ledger.total(team["id"])
-        standing = _settled_standing(stack, team["id"], ledger_total)
+        after, rec, ledger_total, standing = _after_the_outage(stack, team["id"], key, calls)
         record_figures(
             fault=f"Redis stopped {OUTAGE_S:.0f} s under load, fail-closed", requests=len(calls) + len(after),
             during=len(outage), refused_during=len(refused), other_failures=len(other), served_after=len(after),
@@ -113,12 +119,7 @@ def test_fail_open_serves_through_and_rebuilds_counters_from_the_ledger(
         outage = during(calls, down_at, up_at)
         served = [c for c in outage if c.ok]
         failed = [c for c in outage if not c.ok]
-        wait_reconciled(stack.ledger, team["id"], calls)
-        _settled_standing(stack, team["id"], stack.ledger.total(team["id"]))  # rebuilt once Redis is back
-        after = _serves_again(stack, key)
-        rec = wait_reconciled(stack.ledger, team["id"], calls + after)
-        ledger_total = stack.ledger.total(team["id"])
-        standing = _settled_standing(stack, team["id"], ledger_total)
+        after, rec, ledger_total, standing = _after_the_outage(stack, team["id"], key, calls)
         record_figures(
             fault=f"Redis stopped {OUTAGE_S:.0f} s under load, fail-open", requests=len(calls) + len(after),
             during=len(outage), served_during=len(served), refused_during=len(failed), served_after=len(after),
