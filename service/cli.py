@@ -53,6 +53,19 @@ def run_with_runtime(work: Callable[[Any], Awaitable[T]], settings: Settings | N
         raise typer.Exit(1) from None
 
 
+def _settings() -> Settings:
+    """The settings, or a readable error and exit status 2 when the environment is inconsistent."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            console.print(f"[red]error:[/red] {where}: {error['msg']}")
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Interface to listen on (FAREBOX_HOST)."),
@@ -64,13 +77,14 @@ def serve(
 
     from service.logging import configure_logging
 
-    settings = Settings()
+    settings = _settings()
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
     configure_logging(settings)
+    writer_process = settings.ledger_writer_process
     own_metrics_dir = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if (workers > 1 or writer_process) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics here; /metrics on any worker sums them all.
         own_metrics_dir = tempfile.mkdtemp(prefix="farebox-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
@@ -79,9 +93,18 @@ def serve(
 
         upgrade(settings.database_url)  # once, before the workers fork
         os.environ["FAREBOX_AUTO_MIGRATE"] = "false"
+    supervisor = None
+    if writer_process:
+        from service.ledger.process import WriterSupervisor
+
+        supervisor = WriterSupervisor(settings)
+        supervisor.start()
+        os.environ["FAREBOX_LEDGER_WRITER"] = "external"  # the workers leave the outbox to it
     try:
         _run_uvicorn(host, port, workers, settings)
     finally:
+        if supervisor is not None:
+            supervisor.stop()  # after the workers: what they settled while draining gets written
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
@@ -108,6 +131,28 @@ def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None
         proxy_headers=True,
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )
+
+
+@app.command("ledger-writer")
+def ledger_writer() -> None:
+    """Drain the Redis outbox into the ledger until SIGTERM (for FAREBOX_LEDGER_WRITER=external)."""
+    import uvloop
+
+    from service.ledger.process import run_writer
+    from service.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings)
+    if settings.auto_migrate:
+        from service.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+    try:
+        left = uvloop.run(run_writer(settings))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(1 if left else 0)
 
 
 @app.command()

@@ -77,6 +77,7 @@ class Runtime:
             batch_size=settings.ledger_batch_size,
             flush_interval_s=settings.ledger_flush_interval_s,
             on_written=lambda events: metrics.record_ledger_written(len(events)),
+            read_outbox=settings.ledger_writer_inline,
         )
         upstream_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else SIMULATED_UPSTREAM_KEY
         self.upstream = Upstream(

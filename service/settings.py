@@ -53,7 +53,13 @@ class Settings(BaseSettings):
     budgets_file: Path | None = None
     rebuild_counters_at_start: bool = True
 
-    # Ledger writer.
+    # Ledger writer. Where the outbox is drained into the ledger:
+    # - inline: every worker process drains it on its own event loop;
+    # - process: `farebox serve` runs one dedicated writer process beside its workers;
+    # - external: workers do not drain it; `farebox ledger-writer` runs elsewhere;
+    # - auto: process with Redis, inline with the in-process store (whose outbox lives in the worker).
+    # Workers always write fail-open charges themselves and drain the outbox when they stop.
+    ledger_writer: Literal["auto", "inline", "process", "external"] = "auto"
     ledger_batch_size: int = 500
     ledger_flush_interval_s: float = 0.2
 
@@ -84,6 +90,25 @@ class Settings(BaseSettings):
             if path and not values.get(name):
                 values[name] = Path(path).read_text().strip()
         return values
+
+    @model_validator(mode="after")
+    def _writer_needs_redis(self) -> Settings:
+        if self.ledger_writer in ("process", "external") and not self.redis_url:
+            raise ValueError(
+                f"FAREBOX_LEDGER_WRITER={self.ledger_writer} needs FAREBOX_REDIS_URL: without Redis the "
+                "outbox lives inside each worker, so only `inline` (or `auto`) can drain it"
+            )
+        return self
+
+    @property
+    def ledger_writer_process(self) -> bool:
+        """Whether `farebox serve` starts a dedicated writer process (and tells its workers `external`)."""
+        return self.ledger_writer == "process" or (self.ledger_writer == "auto" and bool(self.redis_url))
+
+    @property
+    def ledger_writer_inline(self) -> bool:
+        """Whether a worker drains the outbox on its own loop: unless told another process does."""
+        return self.ledger_writer != "external"
 
     @property
     def simulated_upstream(self) -> bool:

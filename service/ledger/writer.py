@@ -51,6 +51,10 @@ class TeamIdsFromDb:
         self._ids: list[str] | None = None
         self._read_at = 0.0
 
+    def forget(self) -> None:
+        """Re-read on the next call (a team was added): its charges are written without waiting ttl_s."""
+        self._read_at = 0.0
+
     async def __call__(self) -> Sequence[str]:
         if self._ids is not None and time.monotonic() - self._read_at < self._ttl_s:
             return self._ids
@@ -95,6 +99,7 @@ class LedgerWriter:
         on_written: OnWritten | None = None,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        read_outbox: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -106,6 +111,9 @@ class LedgerWriter:
         self._on_written = on_written
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        # False when another process (`farebox ledger-writer`) drains the outbox: the loop then
+        # writes only this process's direct charges, and reads the outbox only when draining.
+        self._read_outbox = read_outbox
         # Read from the outbox but not yet committed and acked: retried before anything new is read.
         self._held: list[OutboxEntry] = []
         # Fail-open charges that never reached the outbox; only this process holds them.
@@ -157,14 +165,15 @@ class LedgerWriter:
             log.error("ledger writer stopped with events not written", events=left)
         return left
 
-    async def flush_once(self) -> int:
-        """Write one batch of direct events and one batch from the outbox; returns how many were handled.
+    async def flush_once(self, outbox: bool = True) -> int:
+        """Write one batch of direct events and (with outbox) one from the outbox; returns how many.
 
         Raises when the database (or the store) is unavailable; nothing is lost, the events stay held.
         """
         async with self._lock:
             handled = await self._flush_direct()
-            handled += await self._flush_outbox()
+            if outbox or self._held:
+                handled += await self._flush_outbox()
             return handled
 
     async def write_direct(self, events: Sequence[ChargeEvent]) -> list[str]:
@@ -182,7 +191,7 @@ class LedgerWriter:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                handled = await self.flush_once()
+                handled = await self.flush_once(outbox=self._read_outbox)
             except Exception as exc:
                 self.consecutive_failures += 1
                 metrics.record_ledger_write_error()

@@ -1,0 +1,180 @@
+"""The dedicated ledger-writer process: drains the Redis outbox into the ledger off the request path.
+
+Workers settle a charge by appending it to the outbox in the same Lua call that moves the money
+(service/budgets). With `FAREBOX_LEDGER_WRITER=process` (the default with Redis), `farebox serve`
+runs one of these beside its workers, so no ledger insert ever runs on a request's event loop;
+with `external`, run `farebox ledger-writer` yourself (any number of them: they share a Redis
+consumer group, and an entry is acked only after its row is committed).
+
+`WriterSupervisor` is what `farebox serve` uses: it starts the process, restarts it (with
+back-off) if it dies, and stops it after the workers, so what they settled while draining is
+written too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PARENT_CHECK_INTERVAL_S = 0.5
+
+
+async def run_writer(settings: Settings, *, parent_pid: int | None = None, stop: asyncio.Event | None = None) -> int:
+    """Drain the outbox until SIGTERM/SIGINT (or `stop`, or the parent's death); returns events left unwritten."""
+    import redis.asyncio as redis
+
+    from service import metrics
+    from service.budgets.redis_store import RedisBudgetStore
+    from service.change_bus import ChangeBus
+    from service.db.engine import make_engine, make_sessions
+    from service.ledger.writer import LedgerWriter, TeamIdsFromDb
+
+    if not settings.redis_url:
+        raise ValueError("the ledger-writer process drains the Redis outbox: set FAREBOX_REDIS_URL")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessions(engine)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=30,
+    )
+    store = RedisBudgetStore(client, namespace=settings.redis_namespace)
+    team_ids = TeamIdsFromDb(sessions)
+    # A new team's outbox is read at once, not after the team list's TTL.
+    bus = ChangeBus(client, channel=f"{settings.redis_namespace}:changes")
+    bus.subscribe(lambda message: team_ids.forget() if message.get("type") == "team_changed" else None)
+    writer = LedgerWriter(
+        store,
+        sessions,
+        team_ids=team_ids,
+        batch_size=settings.ledger_batch_size,
+        flush_interval_s=settings.ledger_flush_interval_s,
+        on_written=lambda events: metrics.record_ledger_written(len(events)),
+    )
+    gc.collect()
+    gc.freeze()  # what exists now lives as long as the process: keep it out of every collection
+    await bus.start()
+    await writer.start()
+    log.info("ledger_writer_started", pid=os.getpid(), consumer=store.consumer)
+    watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+    try:
+        await stop.wait()
+    finally:
+        if watch is not None:
+            watch.cancel()
+        await bus.stop()
+        left = await writer.stop(drain=True, timeout_s=settings.drain_grace_s)
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        await engine.dispose()
+        metrics.process_exiting()
+        log.info("ledger_writer_stopped", pid=os.getpid(), unwritten=left)
+    return left
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """An orphaned writer (its `serve` was SIGKILLed) drains and exits; the next serve starts another."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
+    log.warning("ledger_writer_orphaned", parent_pid=parent_pid)
+    stop.set()
+
+
+def _child_main(parent_pid: int) -> None:
+    """Entry point of the process WriterSupervisor spawns (a fresh interpreter: settings re-read)."""
+    import uvloop
+
+    from service.logging import configure_logging
+
+    # Ctrl-C reaches the whole process group: the supervisor stops this process after the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings()
+    configure_logging(settings)
+    left = uvloop.run(run_writer(settings, parent_pid=parent_pid))
+    raise SystemExit(1 if left else 0)
+
+
+class WriterSupervisor:
+    """Keeps one ledger-writer process alive beside `farebox serve`'s workers."""
+
+    def __init__(self, settings: Settings, restart_max_s: float = 30.0) -> None:
+        self._settings = settings
+        self._restart_max_s = restart_max_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._process: Any = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._spawned_at = 0.0
+        self._thread: threading.Thread | None = None
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="ledger-writer-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int | None:
+        """SIGTERM the writer (it drains first) and wait for it; returns its exit code."""
+        with self._lock:  # no restart can slip in after this
+            self._stopping.set()
+            process = self._process
+        if process is None:
+            return None
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(self._settings.drain_grace_s + 10)
+        if process.is_alive():
+            log.error("ledger_writer_did_not_stop; killing it (its outbox entries stay for the next writer)")
+            process.kill()
+            process.join(5)
+        if self._thread is not None:
+            self._thread.join(2)
+        return process.exitcode
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._process = self._ctx.Process(
+                target=_child_main, args=(os.getpid(),), name="farebox-ledger-writer",
+            )
+            self._process.start()
+            self._spawned_at = time.monotonic()
+
+    def _watch(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            self._process.join(0.5)
+            if self._process.is_alive() or self._stopping.is_set():
+                continue
+            if time.monotonic() - self._spawned_at > 60:
+                delay = 1.0  # it ran a while: not a crash loop
+            log.error(
+                "ledger_writer_exited; restarting it (settled charges wait in the outbox meanwhile)",
+                exitcode=self._process.exitcode, retry_in_s=delay,
+            )
+            if self._stopping.wait(delay):
+                return
+            self.restarts += 1
+            self._spawn()
+            delay = min(self._restart_max_s, delay * 2)

@@ -1,0 +1,141 @@
+"""The dedicated ledger-writer process: `farebox serve` runs one beside its workers (Redis), keeps it
+alive, stops it last; `farebox ledger-writer` does the same job on its own (FAREBOX_LEDGER_WRITER=external).
+Real serve processes, the official SDK, real Redis and Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+from tests.harness import ROOT, Admin, FareboxConfig, Ledger, Proc, start_farebox, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout
+    return [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out.splitlines() if line.strip()]
+
+
+def _writer_pid(farebox: Proc) -> int | None:
+    """The writer is the first process serve spawns (before uvicorn's workers)."""
+    spawned = sorted(pid for pid, args in _children(farebox.process.pid) if "spawn_main" in args)
+    return spawned[0] if spawned else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _chat(base_url: str, key: str, n: int) -> None:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+    for _ in range(n):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+
+
+@pytest.fixture
+def config(new_pg_database: Callable[[str], str], redis_url: str, simulator: Proc) -> FareboxConfig:
+    return FareboxConfig(new_pg_database("fbt_writer"), simulator.base_url, redis_url, f"fbt{uuid.uuid4().hex[:10]}")
+
+
+def test_serve_runs_one_writer_restarts_it_and_stops_it_last(config: FareboxConfig, log_dir: Path) -> None:
+    farebox = start_farebox(config, log_dir)
+    try:
+        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
+        team, key = admin.team_with_key()
+        writer = _writer_pid(farebox)
+        assert writer is not None, "serve runs no writer process"
+        _chat(farebox.base_url, key, 5)
+        ledger.wait_rows(team["id"], 5)
+
+        # A writer that dies is started again; what was settled meanwhile waits in the outbox.
+        os.kill(writer, signal.SIGKILL)
+        _chat(farebox.base_url, key, 5)
+        restarted = wait_until(
+            lambda: (pid := _writer_pid(farebox)) not in (None, writer) and _alive(pid) and pid, 30, what="a new writer"
+        )
+        assert len(ledger.wait_rows(team["id"], 10)) == 10
+        assert "ledger_writer_exited" in farebox.log()
+
+        # SIGTERM: the workers drain, then the writer writes what they settled, then exits.
+        _chat(farebox.base_url, key, 3)
+        assert farebox.stop(signal.SIGTERM) == 0
+        assert not _alive(restarted)
+        rows = ledger.rows(team["id"])
+        assert len(rows) == 13 and len({r["request_id"] for r in rows}) == 13
+    finally:
+        farebox.stop()
+
+
+def test_an_orphaned_writer_drains_and_exits(config: FareboxConfig, log_dir: Path) -> None:
+    farebox = start_farebox(config, log_dir)
+    admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
+    team, key = admin.team_with_key()
+    writer = _writer_pid(farebox)
+    assert writer is not None
+    _chat(farebox.base_url, key, 4)
+    farebox.kill()  # SIGKILL to serve alone (workers=1: it is the only worker)
+    wait_until(lambda: not _alive(writer), 15, what="the orphaned writer to exit")
+    assert len(ledger.wait_rows(team["id"], 4, timeout_s=10)) == 4
+
+
+def test_external_mode_leaves_the_outbox_to_farebox_ledger_writer(config: FareboxConfig, log_dir: Path) -> None:
+    config.extra_env["FAREBOX_LEDGER_WRITER"] = "external"
+    farebox = start_farebox(config, log_dir)
+    writer: subprocess.Popen[bytes] | None = None
+    try:
+        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
+        team, key = admin.team_with_key()
+        assert not [args for _, args in _children(farebox.process.pid) if "spawn_main" in args]
+        _chat(farebox.base_url, key, 6)
+        time.sleep(1.0)  # 50 of the test config's flush intervals
+        assert ledger.rows(team["id"]) == []  # settled into the outbox, written by nobody yet
+
+        with open(log_dir / "ledger-writer.log", "ab") as log:
+            writer = subprocess.Popen(
+                [sys.executable, "-m", "service", "ledger-writer"], env=config.env(0), cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        assert len(ledger.wait_rows(team["id"], 6)) == 6
+        writer.send_signal(signal.SIGTERM)
+        assert writer.wait(30) == 0
+    finally:
+        if writer is not None and writer.poll() is None:
+            writer.kill()
+        farebox.stop()
+
+
+def test_process_or_external_writer_without_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAREBOX_REDIS_URL", raising=False)
+    for mode in ("process", "external"):
+        with pytest.raises(ValidationError, match="needs FAREBOX_REDIS_URL"):
+            Settings(ledger_writer=mode)
+    assert Settings(ledger_writer="auto").ledger_writer_inline  # the in-process store drains in-process
+    assert not Settings(ledger_writer="auto").ledger_writer_process
+    assert Settings(ledger_writer="auto", redis_url="redis://x").ledger_writer_process
+
+
+@pytest.mark.parametrize("command", ["serve", "ledger-writer"])
+def test_the_commands_refuse_a_writer_without_redis_in_one_clear_line(command: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_")}
+    env.update(FAREBOX_LEDGER_WRITER="process", FAREBOX_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "service", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "needs FAREBOX_REDIS_URL" in " ".join(done.stdout.split()) and "Traceback" not in done.stderr
