@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import Table
+import orjson
+from sqlalchemy import String, Table, TypeDecorator, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,6 +99,8 @@ async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> 
         by_id.setdefault(ev.request_id, ev)
     dialect = session.get_bind().dialect.name
     recorded_at = datetime.now(timezone.utc)
+    if dialect == "postgresql":
+        return await _write_postgres(session, by_id, recorded_at)
 
     # Sorted by request id (and the rollup by key) so concurrent writers take their row locks
     # in one order and cannot deadlock one another.
@@ -122,6 +125,53 @@ async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> 
     for chunk in _fixed_size_chunks(rollup_rows([by_id[rid] for rid in inserted])):
         await session.execute(upsert_daily, chunk)
     return inserted
+
+
+def _pg_types(table: Table, names: Sequence[str]) -> list[str]:
+    """Each column's Postgres type, strings as TEXT: the INSERT's own assignment to a VARCHAR(n)
+    column then refuses a value too long for it (an explicit cast would silently cut it)."""
+    dialect = postgresql.dialect()
+    out = []
+    for name in names:
+        column_type = table.c[name].type
+        if isinstance(column_type, TypeDecorator):
+            column_type = column_type.load_dialect_impl(dialect)
+        out.append("TEXT" if isinstance(column_type, String) else str(column_type.compile(dialect=dialect)))
+    return out
+
+
+def _postgres_write_sql() -> str:
+    """One statement: insert the batch (a JSON array of events), then sum exactly the rows it
+    inserted into ledger_daily. Any batch size is the same prepared statement; nothing is
+    rendered or encoded per row on the client."""
+    fields = ", ".join(f"{n} {t}" for n, t in zip(EVENT_FIELDS, _pg_types(LEDGER, EVENT_FIELDS), strict=True))
+    sums = ", ".join(f"sum({n})" for n in ROLLUP_SUMS[1:])
+    updates = ", ".join(f"{n} = {DAILY.name}.{n} + excluded.{n}" for n in ROLLUP_SUMS)
+    return (
+        f"WITH ins AS (INSERT INTO {LEDGER.name} ({', '.join(EVENT_FIELDS)}, recorded_at) "
+        f"SELECT {', '.join(EVENT_FIELDS)}, CAST(:recorded_at AS TIMESTAMP WITH TIME ZONE) "
+        f"FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS JSONB)) AS ({fields})) "
+        f"WITH ORDINALITY AS e({', '.join(EVENT_FIELDS)}, ord) ORDER BY ord "
+        "ON CONFLICT (request_id) DO NOTHING RETURNING *), "
+        f"daily AS (INSERT INTO {DAILY.name} ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) "
+        "SELECT (started_at AT TIME ZONE 'UTC')::date, team_id, coalesce(key_id, ''), model_requested, "
+        f"coalesce(base_model, ''), kind, count(*), {sums} FROM ins GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6 "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {updates}) "
+        "SELECT request_id FROM ins"
+    )
+
+
+_PG_WRITE = text(_postgres_write_sql())
+
+
+async def _write_postgres(
+    session: AsyncSession, by_id: dict[str, ChargeEvent], recorded_at: datetime
+) -> list[str]:
+    # Sorted by request id (and the rollup by key) so concurrent writers take their row locks in
+    # one order. A timestamp without an offset is UTC, as in as_utc.
+    events = orjson.dumps([by_id[rid] for rid in sorted(by_id)], option=orjson.OPT_NAIVE_UTC).decode()
+    result = await session.execute(_PG_WRITE, {"events": events, "recorded_at": recorded_at})
+    return list(result.scalars())
 
 
 def _fixed_size_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

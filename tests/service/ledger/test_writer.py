@@ -233,6 +233,49 @@ async def test_an_event_the_database_refuses_does_not_block_the_rest(sessions: S
     await assert_exactly_once(sessions, team, good)
 
 
+async def test_a_value_too_long_for_its_column_is_refused_never_cut(
+    sessions: Sessions, team: str, db_url: str
+) -> None:
+    long_name = "ft:gpt-4o-mini:acme:" + "x" * 300  # the column holds 256 characters
+    good = [make_event(team, i) for i in range(3)]
+    store = FakeOutbox()
+    for ev in [*good, make_event(team, 50, model_requested=long_name)]:
+        store.append(ev)
+    writer = writer_for(store, sessions, team)
+
+    assert await writer.flush_once() == 4
+    stored = {r.model_requested for r in await ledger_rows(sessions, team)}
+    assert not any(name.startswith("ft:gpt-4o-mini:acme:x") and name != long_name for name in stored)
+    if db_url.startswith("postgresql"):  # Postgres enforces the length; SQLite keeps the whole value
+        assert writer.rejected == 1 and store.pending == 1 and long_name not in stored
+        await assert_exactly_once(sessions, team, good)
+    else:
+        assert writer.rejected == 0 and long_name in stored
+
+
+async def test_postgres_batches_of_any_size_share_one_statement(migrated_pg_url: str, team: str) -> None:
+    """A batch travels as one JSON parameter: no per-size SQL, so the prepared-statement cache stays flat."""
+    engine = make_engine(migrated_pg_url, pool_size=1)
+    sessions = make_sessions(engine)
+    seen: set[str] = set()
+
+    from sqlalchemy import event as sa_event
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: seen.add(a[2]))
+    try:
+        start = 0
+        for size in (1, 2, 3, 7, 40, 129, 500):
+            async with sessions() as s, s.begin():
+                events = [make_event(team, i) for i in range(start, start + size)]
+                assert len(await write_events(s, events)) == size
+            start += size
+        writes = {sql for sql in seen if "INSERT INTO" in sql.upper()}
+        assert len(writes) == 1  # the ledger insert with its rollup upsert, whatever the batch size
+        assert len(await ledger_rows(sessions, team)) == start
+    finally:
+        await engine.dispose()
+
+
 async def test_write_events_joins_the_callers_transaction(sessions: Sessions, team: str) -> None:
     event = make_event(team, 1, kind="training", job_id="ftjob-1")
     async with sessions() as s:
