@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await prepare(runtime)
         await runtime.start()
         app.state.runtime = runtime
+        # Everything built so far lives as long as the worker. Frozen, it is never scanned again:
+        # a full collection of it took 70 ms, a stall every request in flight would wait out.
+        gc.collect()
+        gc.freeze()
         log.info("farebox_started", upstream=settings.upstream_url, redis=bool(settings.redis_url))
         try:
             yield
