@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -122,22 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     body, stream = REQUESTS[args.mode]
     with ExitStack() as cleanup:
-        upstream = stack.start_nginx()
-        cleanup.callback(upstream.stop)
-        db = stack.Database().create()
-        cleanup.callback(db.drop)
-        namespace = f"fbprof{uuid.uuid4().hex[:10]}"
-        cleanup.callback(stack.drop_namespace, "redis://127.0.0.1:6379/0", namespace)
-        fb = stack.start_farebox(
-            upstream.metered_url,
-            db.url,
-            "redis://127.0.0.1:6379/0",
-            namespace,
-            args.workers,
-            out_dir,
+        _, _, fb = stack.start_stack(
+            cleanup, redis_url="redis://127.0.0.1:6379/0", workers=args.workers, log_dir=out_dir, prefix="fbprof"
         )
-        cleanup.callback(fb.stop)
-        fb.setup_team()
         url, auth = f"{fb.v1}/chat/completions", f"Bearer {fb.key}"
         loadgen.run_wrk(
             url,

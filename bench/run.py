@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,23 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": _meta(args, started)}
 
     with ExitStack() as cleanup:
-        upstream = stack.start_nginx() if args.upstream == "nginx" else stack.start_simulator()
-        cleanup.callback(upstream.stop)
-        db = stack.Database().create()
-        cleanup.callback(db.drop)
-        namespace = f"fbbench{uuid.uuid4().hex[:10]}"
-        cleanup.callback(stack.drop_namespace, args.redis_url, namespace)
-        farebox = stack.start_farebox(
-            upstream.metered_url,
-            db.url,
-            args.redis_url,
-            namespace,
-            args.workers,
-            log_dir,
-            extra_env,
+        upstream, db, farebox = stack.start_stack(
+            cleanup, redis_url=args.redis_url, workers=args.workers, log_dir=log_dir,
+            extra_env=extra_env, upstream_kind=args.upstream,
         )
-        cleanup.callback(farebox.stop)
-        farebox.setup_team()
+        namespace = farebox.namespace
         floor = None
         if args.floor:
             floor = stack.start_floor(

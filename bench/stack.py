@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -433,3 +434,26 @@ def start_farebox(
         fb.stop()
         raise
     return fb
+
+
+def start_stack(
+    cleanup: ExitStack,
+    *,
+    redis_url: str,
+    workers: int,
+    log_dir: Path,
+    prefix: str = "fbbench",
+    extra_env: dict[str, str] | None = None,
+    upstream_kind: str = "nginx",
+) -> tuple[Upstream, Database, Farebox]:
+    """Upstream, a fresh database and Farebox with one team set up; `cleanup` undoes it all."""
+    upstream = start_nginx() if upstream_kind == "nginx" else start_simulator()
+    cleanup.callback(upstream.stop)
+    db = Database().create()
+    cleanup.callback(db.drop)
+    namespace = f"{prefix}{uuid.uuid4().hex[:10]}"
+    cleanup.callback(drop_namespace, redis_url, namespace)
+    farebox = start_farebox(upstream.metered_url, db.url, redis_url, namespace, workers, log_dir, extra_env)
+    cleanup.callback(farebox.stop)
+    farebox.setup_team()
+    return upstream, db, farebox

@@ -194,3 +194,14 @@ def test_targets_are_judged_against_the_issue() -> None:
         targets["ttfb_delta_p50_ms"]["value"] == 0.8 and targets["ttfb_delta_p50_ms"]["met"] is True
     )
     assert targets["upstream_floor_ratio"]["value"] == 16.0
+
+
+def test_a_run_without_concurrency_1_judges_no_latency_target() -> None:
+    """A soak at c=64 alone must not report its queueing latency as the c=1 target."""
+    runs = [
+        {"mode": "chat", "target": t, "connections": 64, "rps": rps, "p50_ms": p50, "p99_ms": p99, "proxy_cpu_s_per_1k": 0.4}
+        for t, rps, p50, p99 in (("direct", 40000, 0.2, 0.7), ("farebox", 3600, 17.0, 42.0))
+    ]
+    targets = report.summarise({"runs": runs, "ledger": {"rows": 1, "ok": True}}, [64])["targets"]
+    assert "added_p50_ms_c1" not in targets and "added_p99_ms_c1" not in targets
+    assert targets["farebox_rps_saturation"]["met"] is True
