@@ -175,11 +175,11 @@ async def _write_postgres(
 
 
 def _fixed_size_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Split into power-of-two chunks (largest first).
+    """Split into power-of-two chunks (largest first), for the SQLite path.
 
-    Every distinct row count renders a distinct multi-row INSERT, which asyncpg prepares and
-    caches on each pooled connection; with at most ~10 sizes that cache stays small and a
-    long-running writer's memory stays flat.
+    Every distinct row count renders a distinct multi-row INSERT that the driver caches per
+    connection; with at most ~10 sizes that cache stays small and a long-running writer's memory
+    stays flat. (Postgres takes a whole batch as one parameter: see _write_postgres.)
     """
     chunks, start = [], 0
     while start < len(rows):

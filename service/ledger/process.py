@@ -122,11 +122,6 @@ class WriterSupervisor:
         self._lock = threading.Lock()
         self._spawned_at = 0.0
         self._thread: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         self._spawn()
@@ -175,6 +170,5 @@ class WriterSupervisor:
             )
             if self._stopping.wait(delay):
                 return
-            self.restarts += 1
             self._spawn()
             delay = min(self._restart_max_s, delay * 2)
