@@ -158,7 +158,13 @@ class Runtime:
 
     async def refresh_gauges(self) -> None:
         """Budget gauges are read at scrape time, not on the hot path."""
-        metrics.set_ledger_pending(self.ledger.pending_estimate)
+        # The whole outbox, whichever process drains it, plus the charges only this one holds.
+        pending = self.ledger.pending_estimate
+        try:
+            pending += await self.store.outbox_backlog(await self.team_ids())
+        except Exception as exc:  # Redis away: the budget metrics say so; keep what is known
+            log.warning("ledger_backlog_unknown", error=str(exc))
+        metrics.set_ledger_pending(pending)
         async with self.sessions() as session:
             jobs = (await session.execute(select(FineTuneJob.status, func.count()).group_by(FineTuneJob.status))).all()
         metrics.set_finetune_jobs({status: count for status, count in jobs})

@@ -202,5 +202,8 @@ class MemoryBudgetStore:
         for entry in entries:
             self._outbox.get(entry.team_id, {}).pop(entry.entry_id, None)
 
+    async def outbox_backlog(self, team_ids: Sequence[str]) -> int:
+        return sum(len(self._outbox.get(team, {})) for team in team_ids)
+
     async def close(self) -> None:
         return None

@@ -345,6 +345,19 @@ class RedisBudgetStore:
 
         await self._call(ack)
 
+    async def outbox_backlog(self, team_ids: Sequence[str]) -> int:
+        """Entries are deleted when acked, so each outbox's length is what the ledger still lacks."""
+        if not team_ids:
+            return 0
+
+        async def lengths() -> list[int]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for team_id in team_ids:
+                    pipe.xlen(self.outbox_key(team_id))
+                return await pipe.execute()
+
+        return sum(await self._call(lengths))
+
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()

@@ -104,4 +104,7 @@ class BudgetStore(Protocol):
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None: ...
 
+    async def outbox_backlog(self, team_ids: Sequence[str]) -> int:
+        """Settled charges not yet acknowledged by a ledger writer, over these teams."""
+
     async def close(self) -> None: ...

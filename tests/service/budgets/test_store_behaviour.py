@@ -231,12 +231,15 @@ async def test_outbox_delivers_once_and_redelivers_what_was_not_acked(store: Any
     other = reservation("rb", 10, team_id="team-b")
     await store.settle(other, charge(other, 10))
 
+    assert await store.outbox_backlog([TEAM, "team-b"]) == 4
     first = await store.read_outbox([TEAM, "team-b"], 100)
 
+    assert await store.outbox_backlog([TEAM, "team-b"]) == 4  # read is not written: still owed
     assert [e.event for e in first if e.team_id == TEAM] == sent
     assert [e.event.request_id for e in first if e.team_id == "team-b"] == ["rb"]
     assert await store.read_outbox([TEAM, "team-b"], 100) == []  # delivered, not yet idle
     await store.ack_outbox([e for e in first if e.event.request_id in ("r0", "rb")])
+    assert await store.outbox_backlog([TEAM, "team-b"]) == 2 and await store.outbox_backlog([TEAM]) == 2
 
     async def redelivered() -> list[Any]:
         return await store.read_outbox([TEAM, "team-b"], 100)
@@ -244,6 +247,7 @@ async def test_outbox_delivers_once_and_redelivers_what_was_not_acked(store: Any
     again = await poll(redelivered)
     assert sorted(e.event.request_id for e in again) == ["r1", "r2"]
     await store.ack_outbox(again)
+    assert await store.outbox_backlog([TEAM, "team-b"]) == 0
     await asyncio.sleep(0.3)  # past the claim idle time: nothing acked may come back
     assert await store.read_outbox([TEAM, "team-b"], 100) == []
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from pydantic import ValidationError
@@ -40,6 +41,11 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pending_gauge(farebox: Proc) -> float:
+    text = httpx.get(f"{farebox.base_url}/metrics", timeout=10).text
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("farebox_ledger_pending_events "))
 
 
 def _chat(base_url: str, key: str, n: int) -> None:
@@ -105,6 +111,8 @@ def test_external_mode_leaves_the_outbox_to_farebox_ledger_writer(config: Farebo
         _chat(farebox.base_url, key, 6)
         time.sleep(1.0)  # 50 of the test config's flush intervals
         assert ledger.rows(team["id"]) == []  # settled into the outbox, written by nobody yet
+        # The backlog gauge counts the outbox whichever process drains it (the alerts rely on it).
+        assert _pending_gauge(farebox) == 6
 
         with open(log_dir / "ledger-writer.log", "ab") as log:
             writer = subprocess.Popen(
@@ -112,6 +120,7 @@ def test_external_mode_leaves_the_outbox_to_farebox_ledger_writer(config: Farebo
                 stdout=log, stderr=subprocess.STDOUT,
             )
         assert len(ledger.wait_rows(team["id"], 6)) == 6
+        wait_until(lambda: _pending_gauge(farebox) == 0, 10, what="the backlog gauge back at 0")
         writer.send_signal(signal.SIGTERM)
         assert writer.wait(30) == 0
     finally:
