@@ -103,6 +103,24 @@ async def drain(flush: Callable[[], Awaitable[int]]) -> int:
     return total
 
 
+async def drain_like_the_loop(flush: Callable[[], Awaitable[int]], attempts: int = 100) -> int:
+    """drain, retrying what the writer's loop treats as an outage (SQLite's "database is locked"
+    when two writers collide): the loop backs off and tries again, and so does this."""
+    from sqlalchemy.exc import OperationalError
+
+    total = 0
+    for _ in range(attempts):
+        try:
+            while handled := await flush():
+                total += handled
+            return total
+        except OperationalError as exc:
+            if "database is locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"still locked after {attempts} attempts")
+
+
 async def poll(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
     """Wait until condition() (sync or async) is true."""
     deadline = time.monotonic() + timeout_s

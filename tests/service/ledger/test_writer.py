@@ -22,6 +22,7 @@ from tests.service.ledger.fake_outbox import FakeOutbox
 from tests.service.ledger.support import (
     assert_exactly_once,
     drain,
+    drain_like_the_loop,
     ledger_rows,
     make_event,
     poll,
@@ -106,7 +107,7 @@ async def test_two_writers_racing_on_the_same_events(db_url: str, sessions: Sess
             writer_for(stores[0], sessions, team, batch_size=25),
             writer_for(stores[1], make_sessions(other_engine), team, batch_size=25),
         )
-        handled = await asyncio.gather(*(drain(w.flush_once) for w in writers))
+        handled = await asyncio.gather(*(drain_like_the_loop(w.flush_once) for w in writers))
     finally:
         await other_engine.dispose()
 
