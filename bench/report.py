@@ -116,6 +116,11 @@ def markdown(results: dict[str, Any]) -> str:
             f" Settings changed for this run: {meta['settings_changed']}."
             if meta.get("settings_changed")
             else ""
+        )
+        + (
+            " WHAT-IF: the ledger writer was paused (SIGSTOP) during every Farebox run."
+            if meta.get("writer_paused_during_farebox_runs")
+            else ""
         ),
         "",
         "| mode | conc. | target | req/s | p50 ms | p99 ms | errors | proxy CPU s / 1k req | Redis+PG CPU s / 1k req |",

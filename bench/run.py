@@ -83,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FAREBOX_NAME=VALUE",
         help="a Farebox setting to change from production defaults (a what-if run; recorded in the JSON)",
     )
+    p.add_argument(
+        "--pause-writer",
+        action="store_true",
+        help="what-if: SIGSTOP the ledger writer during each Farebox run (resumed before the ledger check)",
+    )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--output", type=Path, default=BENCH / "results" / "latest.json")
     p.add_argument(
@@ -162,14 +167,21 @@ class Bench:
         # Redis and Postgres share the 2 cores too (other users of them add to this figure);
         # Postgres starts a backend per new connection, so they are looked up for every run.
         sv0 = procstat.cpu_by_pid(procstat.by_name("redis-server", "postgres"))
-        result = self.load(
-            self.url(target),
-            stack.FIXTURES / body,
-            self.auth(target),
-            stream=stream,
-            connections=connections,
-            duration_s=duration_s,
-        )
+        paused = stack.writer_pid(self.farebox.process.pid) if self.args.pause_writer and target == "farebox" else None
+        if paused is not None:
+            os.kill(paused, signal.SIGSTOP)
+        try:
+            result = self.load(
+                self.url(target),
+                stack.FIXTURES / body,
+                self.auth(target),
+                stream=stream,
+                connections=connections,
+                duration_s=duration_s,
+            )
+        finally:
+            if paused is not None:
+                os.kill(paused, signal.SIGCONT)
         drain_s = None
         if target == "farebox":
             self.sent_successes += result.successes
@@ -282,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             cleanup.callback(floor.stop)
         results["meta"].update(
             settings_changed=extra_env,
+            writer_paused_during_farebox_runs=args.pause_writer,
             upstream=upstream.version,
             farebox_workers=args.workers,
             redis_namespace=namespace,

@@ -436,6 +436,24 @@ def start_farebox(
     return fb
 
 
+def writer_pid(serve_pid: int) -> int:
+    """The ledger writer: the first process `serve` spawned (it starts before uvicorn's workers)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == serve_pid and b"spawn_main" in cmdline:
+            kids.append((int(fields[19]), int(entry.name)))  # (start time, pid)
+    if not kids:
+        raise RuntimeError("no ledger-writer process under serve (is FAREBOX_LEDGER_WRITER inline?)")
+    return min(kids)[1]
+
+
 def start_stack(
     cleanup: ExitStack,
     *,

@@ -48,24 +48,6 @@ async def _timeline(url: str, body: bytes, auth: str, n: int) -> list[float]:
     return out
 
 
-def _writer_pid(serve_pid: int) -> int:
-    """The ledger writer: the first process `serve` spawned (it starts before uvicorn's workers)."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == serve_pid and b"spawn_main" in cmdline:
-            kids.append((int(fields[19]), int(entry.name)))  # (start time, pid)
-    if not kids:
-        raise RuntimeError("no ledger-writer process under serve (is FAREBOX_LEDGER_WRITER inline?)")
-    return min(kids)[1]
-
-
 def _summary(name: str, ms: list[float]) -> str:
     s = sorted(ms)
     slow = sum(1 for x in ms if x > 2.0)
@@ -97,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         direct = asyncio.run(
             _timeline(f"{upstream.direct_url}/chat/completions", body, f"Bearer {stack.DIRECT_KEY}", args.requests)
         )
-        writer_pid = _writer_pid(fb.process.pid)
+        writer_pid = stack.writer_pid(fb.process.pid)
         writer = writer_pid if args.pause_writer else None
         if writer is not None:
             os.kill(writer, signal.SIGSTOP)
