@@ -345,6 +345,27 @@ class RedisBudgetStore:
 
         await self._call(ack)
 
+    async def prune_consumers(self, team_ids: Sequence[str], idle_s: float = 3600.0) -> int:
+        """Forget outbox readers that hold nothing and have been silent for idle_s.
+
+        Every process that reads an outbox joins its group under a name of its own, and nothing
+        else removes the name when the process is gone. A reader with nothing pending has nothing
+        to hand over, so deleting it loses nothing; one still alive simply joins again.
+        """
+        removed = 0
+        for team_id in team_ids:
+            key = self.outbox_key(team_id)
+            try:
+                consumers = await self._call(lambda key=key: self.client.xinfo_consumers(key, OUTBOX_GROUP))
+            except ResponseError:  # no stream or no group yet: nobody to forget
+                continue
+            for consumer in consumers:
+                name = _str(consumer["name"])
+                if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] >= idle_s * 1000:
+                    await self._call(lambda key=key, name=name: self.client.xgroup_delconsumer(key, OUTBOX_GROUP, name))
+                    removed += 1
+        return removed
+
     async def outbox_backlog(self, team_ids: Sequence[str]) -> int:
         """Entries are deleted when acked, so each outbox's length is what the ledger still lacks."""
         if not team_ids:

@@ -30,6 +30,7 @@ from service.settings import Settings
 log = structlog.get_logger(__name__)
 
 PARENT_CHECK_INTERVAL_S = 0.5
+PRUNE_INTERVAL_S = 3600.0  # how often the writer forgets outbox readers long gone
 
 
 async def run_writer(settings: Settings, *, parent_pid: int | None = None, stop: asyncio.Event | None = None) -> int:
@@ -73,9 +74,11 @@ async def run_writer(settings: Settings, *, parent_pid: int | None = None, stop:
     await writer.start()
     log.info("ledger_writer_started", pid=os.getpid(), consumer=store.consumer)
     watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+    prune = asyncio.create_task(_prune_consumers(store, team_ids))
     try:
         await stop.wait()
     finally:
+        prune.cancel()
         if watch is not None:
             watch.cancel()
         await bus.stop()
@@ -94,6 +97,18 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
     log.warning("ledger_writer_orphaned", parent_pid=parent_pid)
     stop.set()
+
+
+async def _prune_consumers(store: Any, team_ids: Any) -> None:
+    """Each process lifetime joins every outbox group under a new name; drop the idle, empty ones."""
+    while True:
+        try:
+            removed = await store.prune_consumers(await team_ids())
+            if removed:
+                log.info("outbox_consumers_pruned", removed=removed)
+        except Exception as exc:  # Redis or Postgres away: the next round tries again
+            log.warning("outbox_consumer_prune_failed", error=str(exc))
+        await asyncio.sleep(PRUNE_INTERVAL_S)
 
 
 def _child_main(parent_pid: int) -> None:

@@ -268,3 +268,23 @@ async def test_the_store_survives_a_redis_restart(private_redis: Any) -> None:
     assert [e.event.request_id for e in await store.read_outbox([TEAM], 10)] == ["r3"]
     assert [s.spent_nano for s in await store.standing([budget])] == [250]
     await store.close()
+
+
+async def test_readers_long_gone_are_forgotten_and_nothing_pending_is_lost(
+    rstore: RedisBudgetStore, redis_client: Any, redis_namespace: str
+) -> None:
+    key = rstore.outbox_key(TEAM)
+    gone, holding = (RedisBudgetStore(redis_client, redis_namespace, claim_idle_s=60) for _ in range(2))
+    read = {}
+    for i, reader in enumerate((gone, holding)):
+        res = reservation(f"r{i}", 0)
+        await rstore.settle(res, charge(res, 10 + i))
+        read[reader.consumer] = await reader.read_outbox([TEAM], 1)
+    await gone.ack_outbox(read[gone.consumer])  # `gone` wrote its entry and left; `holding` died holding one
+
+    await asyncio.sleep(0.05)
+    assert await rstore.prune_consumers([TEAM], idle_s=0.01) == 1  # gone: idle and empty
+    names = {c["name"].decode() for c in await redis_client.xinfo_consumers(key, "ledger")}
+    assert gone.consumer not in names and holding.consumer in names  # its pending entry stays owned
+    assert (await redis_client.xpending(key, "ledger"))["pending"] == 1
+    assert await rstore.prune_consumers([TEAM, "team-without-outbox"], idle_s=3600) == 0
