@@ -33,8 +33,8 @@ PARENT_CHECK_INTERVAL_S = 0.5
 PRUNE_INTERVAL_S = 3600.0  # how often the writer forgets outbox readers long gone
 
 
-async def run_writer(settings: Settings, *, parent_pid: int | None = None, stop: asyncio.Event | None = None) -> int:
-    """Drain the outbox until SIGTERM/SIGINT (or `stop`, or the parent's death); returns events left unwritten."""
+async def run_writer(settings: Settings, *, parent_pid: int | None = None) -> int:
+    """Drain the outbox until SIGTERM/SIGINT (or the parent's death); returns events left unwritten."""
     import redis.asyncio as redis
 
     from service import metrics
@@ -45,11 +45,12 @@ async def run_writer(settings: Settings, *, parent_pid: int | None = None, stop:
 
     if not settings.redis_url:
         raise ValueError("the ledger-writer process drains the Redis outbox: set FAREBOX_REDIS_URL")
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread (tests)
-            loop.add_signal_handler(sig, stop.set)
+    # Under serve (parent_pid), Ctrl-C reaches the whole process group; the supervisor stops this
+    # process after the workers with SIGTERM, so SIGINT stays ignored (see _child_main).
+    for sig in (signal.SIGTERM,) if parent_pid else (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     engine = make_engine(settings.database_url)
     sessions = make_sessions(engine)
     client = redis.Redis.from_url(
@@ -117,8 +118,7 @@ def _child_main(parent_pid: int) -> None:
 
     from service.logging import configure_logging
 
-    # Ctrl-C reaches the whole process group: the supervisor stops this process after the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # see run_writer: serve stops it after the workers
     settings = Settings()
     configure_logging(settings)
     left = uvloop.run(run_writer(settings, parent_pid=parent_pid))

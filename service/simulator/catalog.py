@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from service.simulator.errors import ApiError, invalid, model_not_found
 
 Kind = Literal["chat", "completion", "embedding"]
 
@@ -108,6 +111,19 @@ class Catalog:
         if base is None:
             return None
         return self._fine_tuned_info(name, base.answer, created=base.created, owned_by="user")
+
+    def requested(self, body: dict[str, Any], kind: Kind, wrong_kind: Callable[[str], ApiError]) -> ModelInfo:
+        """The model a request body names, served by an endpoint for `kind`; OpenAI's errors otherwise
+        (`wrong_kind(name)` is the endpoint's own answer to a model of another kind)."""
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise invalid("you must provide a model parameter")
+        info = self.get(name)
+        if info is None:
+            raise model_not_found(name)
+        if info.kind != kind:
+            raise wrong_kind(name)
+        return info
 
     def listed(self) -> list[ModelInfo]:
         return [*self._models.values(), *self._fine_tuned.values()]

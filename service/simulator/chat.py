@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service.simulator import textgen, wire
 from service.simulator.catalog import ModelInfo
-from service.simulator.errors import ApiError, invalid, model_not_found
+from service.simulator.errors import ApiError, invalid
 from service.simulator.tokens import count_chat_messages
 
 if TYPE_CHECKING:
@@ -40,22 +40,6 @@ def _last_text(messages: list[Any]) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
-
-
-def _chat_model(sim: Simulator, body: dict[str, Any]) -> ModelInfo:
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise invalid("you must provide a model parameter")
-    info = sim.catalog.get(name)
-    if info is None:
-        raise model_not_found(name)
-    if info.kind != "chat":
-        raise ApiError(
-            404,
-            "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
-            "Did you mean to use v1/completions?",
-        )
-    return info
 
 
 def _limit(body: dict[str, Any], info: ModelInfo) -> int | None:
@@ -97,7 +81,15 @@ def header_int(request: Request, name: str) -> int | None:
 
 async def create(sim: Simulator, request: Request) -> Response:
     body = await wire.read_json(request)
-    info = _chat_model(sim, body)
+    info = sim.catalog.requested(
+        body,
+        "chat",
+        lambda _: ApiError(
+            404,
+            "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+            "Did you mean to use v1/completions?",
+        ),
+    )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("[] is too short - 'messages'", param="messages", code="empty_array")

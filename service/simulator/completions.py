@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service.simulator import textgen, wire
 from service.simulator.chat import header_int
-from service.simulator.errors import ApiError, invalid, model_not_found
+from service.simulator.errors import ApiError, invalid
 from service.simulator.tokens import count_text
 
 if TYPE_CHECKING:
@@ -40,18 +40,15 @@ def _prompts(raw: Any) -> list[str | list[int]]:
 
 async def create(sim: Simulator, request: Request) -> Response:
     body = await wire.read_json(request)
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise invalid("you must provide a model parameter")
-    info = sim.catalog.get(name)
-    if info is None:
-        raise model_not_found(name)
-    if info.kind != "completion":
-        raise ApiError(
+    info = sim.catalog.requested(
+        body,
+        "completion",
+        lambda _: ApiError(
             404,
             "This is a chat model and not supported in the v1/completions endpoint. "
             "Did you mean to use v1/chat/completions?",
-        )
+        ),
+    )
     prompts = _prompts(body.get("prompt"))
     n = wire.int_param(body, "n", minimum=1) or 1
     limit = wire.int_param(body, "max_tokens", minimum=1)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.simulator import wire
-from service.simulator.errors import ApiError, invalid, model_not_found
+from service.simulator.errors import ApiError, invalid
 from service.simulator.tokens import count_text
 
 if TYPE_CHECKING:
@@ -60,16 +60,15 @@ def _inputs(raw: Any) -> list[str | list[int]]:
     return items
 
 
+def _not_for_embeddings(name: str) -> ApiError:
+    return ApiError(400, f"The model `{name}` does not support embeddings.", param="model")
+
+
 async def create(sim: Simulator, request: Request) -> Response:
     body = await wire.read_json(request)
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise invalid("you must provide a model parameter")
-    info = sim.catalog.get(name)
-    if info is None:
-        raise model_not_found(name)
-    if info.kind != "embedding" or info.dimensions is None:
-        raise ApiError(400, f"The model `{name}` does not support embeddings.", param="model")
+    info = sim.catalog.requested(body, "embedding", _not_for_embeddings)
+    if info.dimensions is None:
+        raise _not_for_embeddings(info.id)
     items = _inputs(body.get("input"))
     dimensions = wire.int_param(body, "dimensions", minimum=1)
     if dimensions is not None:

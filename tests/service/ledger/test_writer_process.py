@@ -88,6 +88,25 @@ def test_serve_runs_one_writer_restarts_it_and_stops_it_last(config: FareboxConf
         farebox.stop()
 
 
+def test_ctrl_c_leaves_the_writer_to_finish_after_the_workers(config: FareboxConfig, log_dir: Path) -> None:
+    """Ctrl-C in a terminal reaches every process of the group: the writer must not stop first."""
+    farebox = start_farebox(config, log_dir)
+    try:
+        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
+        team, key = admin.team_with_key()
+        writer = _writer_pid(farebox)
+        assert writer is not None
+        os.kill(writer, signal.SIGINT)
+        _chat(farebox.base_url, key, 3)
+        time.sleep(0.5)
+        assert _alive(writer)  # ignored: serve stops it, after the workers
+        assert len(ledger.wait_rows(team["id"], 3)) == 3
+        assert farebox.stop(signal.SIGINT) == 0
+        assert not _alive(writer)
+    finally:
+        farebox.stop()
+
+
 def test_an_orphaned_writer_drains_and_exits(config: FareboxConfig, log_dir: Path) -> None:
     farebox = start_farebox(config, log_dir)
     admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)

@@ -212,8 +212,19 @@ def test_models_unknown_wrong_kind_and_fine_tuned_names(client: openai.OpenAI) -
         client.chat.completions.create(model="gpt-9-imaginary", messages=MESSAGES)
     assert missing.value.code == "model_not_found"
     assert missing.value.body["type"] == "invalid_request_error"
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as wrong:
         client.chat.completions.create(model="davinci-002", messages=MESSAGES)
+    assert "not a chat model" in wrong.value.message
+    # Each endpoint answers a model of another kind in its own words, as the real API does.
+    with pytest.raises(openai.NotFoundError) as wrong:
+        client.completions.create(model="gpt-4o-mini", prompt="hi")
+    assert "is a chat model and not supported in the v1/completions endpoint" in wrong.value.message
+    with pytest.raises(openai.BadRequestError) as wrong:
+        client.embeddings.create(model="gpt-4o-mini", input="hi")
+    assert wrong.value.param == "model" and "`gpt-4o-mini` does not support embeddings" in wrong.value.message
+    with pytest.raises(openai.BadRequestError) as missing_model:
+        client.embeddings.create(model="", input="hi")
+    assert "you must provide a model parameter" in missing_model.value.message
     name = "ft:gpt-4o-mini-2024-07-18:acme:support:AbC12345"
     completion = client.chat.completions.create(model=name, messages=MESSAGES)
     assert completion.model == name
