@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -59,64 +60,67 @@ def config(new_pg_database: Callable[[str], str], redis_url: str, simulator: Pro
     return FareboxConfig(new_pg_database("fbt_writer"), simulator.base_url, redis_url, f"fbt{uuid.uuid4().hex[:10]}")
 
 
-def test_serve_runs_one_writer_restarts_it_and_stops_it_last(config: FareboxConfig, log_dir: Path) -> None:
+@dataclass
+class Served:
+    farebox: Proc
+    ledger: Ledger
+    team_id: str
+    key: str
+    writer: int
+
+
+@pytest.fixture
+def served(config: FareboxConfig, log_dir: Path) -> Iterator[Served]:
+    """`farebox serve` with Redis (the default writer process), one team and its key."""
     farebox = start_farebox(config, log_dir)
     try:
-        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
-        team, key = admin.team_with_key()
+        team, key = Admin(farebox.base_url, config.admin_token).team_with_key()
         writer = _writer_pid(farebox)
         assert writer is not None, "serve runs no writer process"
-        _chat(farebox.base_url, key, 5)
-        ledger.wait_rows(team["id"], 5)
-
-        # A writer that dies is started again; what was settled meanwhile waits in the outbox.
-        os.kill(writer, signal.SIGKILL)
-        _chat(farebox.base_url, key, 5)
-        restarted = wait_until(
-            lambda: (pid := _writer_pid(farebox)) not in (None, writer) and _alive(pid) and pid, 30, what="a new writer"
-        )
-        assert len(ledger.wait_rows(team["id"], 10)) == 10
-        assert "ledger_writer_exited" in farebox.log()
-
-        # SIGTERM: the workers drain, then the writer writes what they settled, then exits.
-        _chat(farebox.base_url, key, 3)
-        assert farebox.stop(signal.SIGTERM) == 0
-        assert not _alive(restarted)
-        rows = ledger.rows(team["id"])
-        assert len(rows) == 13 and len({r["request_id"] for r in rows}) == 13
+        yield Served(farebox, Ledger(config.database_url), team["id"], key, writer)
     finally:
         farebox.stop()
 
 
-def test_ctrl_c_leaves_the_writer_to_finish_after_the_workers(config: FareboxConfig, log_dir: Path) -> None:
+def test_serve_runs_one_writer_restarts_it_and_stops_it_last(served: Served) -> None:
+    farebox, ledger, team = served.farebox, served.ledger, served.team_id
+    _chat(farebox.base_url, served.key, 5)
+    ledger.wait_rows(team, 5)
+
+    # A writer that dies is started again; what was settled meanwhile waits in the outbox.
+    os.kill(served.writer, signal.SIGKILL)
+    _chat(farebox.base_url, served.key, 5)
+    restarted = wait_until(
+        lambda: (pid := _writer_pid(farebox)) not in (None, served.writer) and _alive(pid) and pid,
+        30, what="a new writer",
+    )
+    assert len(ledger.wait_rows(team, 10)) == 10
+    assert "ledger_writer_exited" in farebox.log()
+
+    # SIGTERM: the workers drain, then the writer writes what they settled, then exits.
+    _chat(farebox.base_url, served.key, 3)
+    assert farebox.stop(signal.SIGTERM) == 0
+    assert not _alive(restarted)
+    rows = ledger.rows(team)
+    assert len(rows) == 13 and len({r["request_id"] for r in rows}) == 13
+
+
+def test_ctrl_c_leaves_the_writer_to_finish_after_the_workers(served: Served) -> None:
     """Ctrl-C in a terminal reaches every process of the group: the writer must not stop first."""
-    farebox = start_farebox(config, log_dir)
-    try:
-        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
-        team, key = admin.team_with_key()
-        writer = _writer_pid(farebox)
-        assert writer is not None
-        os.kill(writer, signal.SIGINT)
-        _chat(farebox.base_url, key, 3)
-        time.sleep(0.5)
-        assert _alive(writer)  # ignored: serve stops it, after the workers
-        assert len(ledger.wait_rows(team["id"], 3)) == 3
-        assert farebox.stop(signal.SIGINT) == 0
-        assert not _alive(writer)
-    finally:
-        farebox.stop()
+    os.kill(served.writer, signal.SIGINT)
+    _chat(served.farebox.base_url, served.key, 3)
+    time.sleep(0.5)
+    assert _alive(served.writer)  # ignored: serve stops it, after the workers
+    assert len(served.ledger.wait_rows(served.team_id, 3)) == 3
+    assert served.farebox.stop(signal.SIGINT) == 0
+    assert not _alive(served.writer)
 
 
-def test_an_orphaned_writer_drains_and_exits(config: FareboxConfig, log_dir: Path) -> None:
-    farebox = start_farebox(config, log_dir)
-    admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
-    team, key = admin.team_with_key()
-    writer = _writer_pid(farebox)
-    assert writer is not None
-    _chat(farebox.base_url, key, 4)
-    farebox.kill()  # SIGKILL to serve alone (workers=1: it is the only worker)
-    wait_until(lambda: not _alive(writer), 15, what="the orphaned writer to exit")
-    assert len(ledger.wait_rows(team["id"], 4, timeout_s=10)) == 4
+def test_an_orphaned_writer_drains_and_exits(served: Served) -> None:
+    _chat(served.farebox.base_url, served.key, 4)
+    served.farebox.kill()  # SIGKILL to serve alone (workers=1: it is the only worker)
+    wait_until(lambda: not _alive(served.writer), 15, what="the orphaned writer to exit")
+    assert len(served.ledger.wait_rows(served.team_id, 4, timeout_s=10)) == 4
 
 
 def test_external_mode_leaves_the_outbox_to_farebox_ledger_writer(config: FareboxConfig, log_dir: Path) -> None:
