@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -76,8 +76,9 @@ class Runtime:
             team_ids=self.team_ids,
             batch_size=settings.ledger_batch_size,
             flush_interval_s=settings.ledger_flush_interval_s,
-            on_written=lambda events: metrics.record_ledger_written(len(events)),
+            on_written=lambda request_ids: metrics.record_ledger_written(len(request_ids)),
             read_outbox=settings.ledger_writer_inline,
+            help_backlog=settings.ledger_help_backlog,
         )
         upstream_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else SIMULATED_UPSTREAM_KEY
         self.upstream = Upstream(

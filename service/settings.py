@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     ledger_writer: Literal["auto", "inline", "process", "external"] = "auto"
     ledger_batch_size: int = 500
     ledger_flush_interval_s: float = 0.2
+    # The writer process (serve's, or `farebox ledger-writer`) runs under SCHED_IDLE on Linux: it
+    # uses only CPU time no request wants, and a request's task preempts it at once. Workers that
+    # leave the outbox to it drain it themselves while it holds more than ledger_help_backlog
+    # entries (the writer is starved or gone); 0 means never.
+    ledger_writer_idle: bool = True
+    ledger_help_backlog: int = Field(default=10_000, ge=0)
 
     # Fine-tuning.
     job_poll_interval_s: float = 10.0

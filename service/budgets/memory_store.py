@@ -195,7 +195,7 @@ class MemoryBudgetStore:
             fresh = [(entry_id, p) for entry_id, p in pending.items() if p.delivered_at is None]
             for entry_id, p in idle + fresh[: count - len(idle)]:
                 p.delivered_at = now
-                entries.append(OutboxEntry(entry_id, team, p.event))
+                entries.append(OutboxEntry.of(entry_id, team, p.event))
         return entries
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:

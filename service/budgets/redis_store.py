@@ -324,8 +324,7 @@ class RedisBudgetStore:
             for entry_id, fields in team_messages:
                 if not fields:  # deleted after it was read; nothing left to deliver
                     continue
-                event = ChargeEvent.from_bytes(fields[b"e"])
-                entries.append(OutboxEntry(_str(entry_id), team_id, event))
+                entries.append(OutboxEntry(_str(entry_id), team_id, fields[b"e"]))
         return entries
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:

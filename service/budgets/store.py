@@ -74,9 +74,23 @@ class SettleResult:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
+    """A settled charge waiting in the outbox, kept as settle encoded it (ChargeEvent.to_bytes).
+
+    The ledger writer hands these bytes to the database as they are; decoding them is only for
+    the code that needs the charge itself.
+    """
+
     entry_id: str  # store-specific id, passed back to ack
     team_id: str
-    event: ChargeEvent
+    raw: bytes
+
+    @classmethod
+    def of(cls, entry_id: str, team_id: str, event: ChargeEvent) -> OutboxEntry:
+        return cls(entry_id, team_id, event.to_bytes())
+
+    @property
+    def event(self) -> ChargeEvent:
+        return ChargeEvent.from_bytes(self.raw)
 
 
 class BudgetStore(Protocol):

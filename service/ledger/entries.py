@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
-import orjson
 from sqlalchemy import String, Table, TypeDecorator, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -92,16 +91,32 @@ async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> 
 
     Runs in the caller's transaction and does not commit, so a caller can add its own rows atomically.
     """
-    if not events:
+    return await write_encoded(session, [ev.to_bytes() for ev in events])
+
+
+async def write_encoded(session: AsyncSession, docs: Sequence[bytes]) -> list[str]:
+    """write_events for charges as ChargeEvent.to_bytes encoded them (an outbox's entries).
+
+    On Postgres the bytes go to the database as they are, one JSON array for the whole batch;
+    a document that is not a charge makes the statement fail, as a bad row would. If the same
+    request id comes twice, its first document is the one written.
+    """
+    if not docs:
         return []
+    recorded_at = datetime.now(timezone.utc)
+    if session.get_bind().dialect.name == "postgresql":
+        batch = b"[" + b",".join(docs) + b"]"
+        result = await session.execute(_PG_WRITE, {"events": batch.decode(), "recorded_at": recorded_at})
+        return list(result.scalars())
+    return await _write_rows(session, [ChargeEvent.from_bytes(doc) for doc in docs], recorded_at)
+
+
+async def _write_rows(session: AsyncSession, events: Sequence[ChargeEvent], recorded_at: datetime) -> list[str]:
+    """The SQLite path: SQLAlchemy inserts in power-of-two chunks, then the rollup upsert."""
     by_id: dict[str, ChargeEvent] = {}
     for ev in events:
         by_id.setdefault(ev.request_id, ev)
     dialect = session.get_bind().dialect.name
-    recorded_at = datetime.now(timezone.utc)
-    if dialect == "postgresql":
-        return await _write_postgres(session, by_id, recorded_at)
-
     # Sorted by request id (and the rollup by key) so concurrent writers take their row locks
     # in one order and cannot deadlock one another.
     rows = [ledger_row(by_id[rid], recorded_at) for rid in sorted(by_id)]
@@ -150,8 +165,8 @@ def _postgres_write_sql() -> str:
     return (
         f"WITH ins AS (INSERT INTO {LEDGER.name} ({', '.join(EVENT_FIELDS)}, recorded_at) "
         f"SELECT {', '.join(EVENT_FIELDS)}, CAST(:recorded_at AS TIMESTAMP WITH TIME ZONE) "
-        f"FROM ROWS FROM (jsonb_to_recordset(CAST(:events AS JSONB)) AS ({fields})) "
-        f"WITH ORDINALITY AS e({', '.join(EVENT_FIELDS)}, ord) ORDER BY ord "
+        f"FROM ROWS FROM (json_to_recordset(CAST(:events AS JSON)) AS ({fields})) "
+        f"WITH ORDINALITY AS e({', '.join(EVENT_FIELDS)}, ord) ORDER BY request_id, ord "
         "ON CONFLICT (request_id) DO NOTHING RETURNING *), "
         f"daily AS (INSERT INTO {DAILY.name} ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) "
         "SELECT (started_at AT TIME ZONE 'UTC')::date, team_id, coalesce(key_id, ''), model_requested, "
@@ -162,16 +177,6 @@ def _postgres_write_sql() -> str:
 
 
 _PG_WRITE = text(_postgres_write_sql())
-
-
-async def _write_postgres(
-    session: AsyncSession, by_id: dict[str, ChargeEvent], recorded_at: datetime
-) -> list[str]:
-    # Sorted by request id (and the rollup by key) so concurrent writers take their row locks in
-    # one order. A timestamp without an offset is UTC, as in as_utc.
-    events = orjson.dumps([by_id[rid] for rid in sorted(by_id)], option=orjson.OPT_NAIVE_UTC).decode()
-    result = await session.execute(_PG_WRITE, {"events": events, "recorded_at": recorded_at})
-    return list(result.scalars())
 
 
 def _fixed_size_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -44,7 +44,9 @@ class ChargeEvent:
     job_id: str | None = None
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self)  # orjson serialises dataclasses and datetimes natively
+        # orjson serialises dataclasses and datetimes natively. A naive timestamp is UTC (as_utc),
+        # and the offset is written out so the bytes can go to the database as they are.
+        return orjson.dumps(self, option=orjson.OPT_NAIVE_UTC)
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> ChargeEvent:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import metrics
 from service.budgets.store import OutboxEntry
 from service.db.models import Team
-from service.ledger.entries import write_events
+from service.ledger.entries import write_encoded, write_events
 from service.ledger.event import ChargeEvent
 
 __all__ = ["LedgerWriter", "Outbox", "TeamIdsFromDb", "write_events"]
@@ -31,7 +31,7 @@ __all__ = ["LedgerWriter", "Outbox", "TeamIdsFromDb", "write_events"]
 log = structlog.get_logger(__name__)
 
 TeamIds = Callable[[], Awaitable[Sequence[str]]]
-OnWritten = Callable[[list[ChargeEvent]], Any]
+OnWritten = Callable[[list[str]], Any]  # the request ids just written
 
 
 class Outbox(Protocol):
@@ -40,6 +40,11 @@ class Outbox(Protocol):
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]: ...
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    async def outbox_backlog(self, team_ids: Sequence[str]) -> int: ...
+
+
+HELP_CHECK_INTERVAL_S = 1.0  # how often a writer that leaves the outbox to another looks at its size
 
 
 class TeamIdsFromDb:
@@ -100,6 +105,7 @@ class LedgerWriter:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         read_outbox: bool = True,
+        help_backlog: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -114,6 +120,11 @@ class LedgerWriter:
         # False when another process (`farebox ledger-writer`) drains the outbox: the loop then
         # writes only this process's direct charges, and reads the outbox only when draining.
         self._read_outbox = read_outbox
+        # With read_outbox False: read it anyway while it holds more than this (0: never), because
+        # the process that drains it is starved or gone and the ledger would fall ever further behind.
+        self._help_backlog = help_backlog
+        self._helping = False
+        self._help_checked_at = float("-inf")
         # Read from the outbox but not yet committed and acked: retried before anything new is read.
         self._held: list[OutboxEntry] = []
         # Fail-open charges that never reached the outbox; only this process holds them.
@@ -178,8 +189,7 @@ class LedgerWriter:
 
     async def write_direct(self, events: Sequence[ChargeEvent]) -> list[str]:
         """Write events straight to the ledger (fail-open path), idempotently; raises if the database is down."""
-        inserted = await self._write(events)
-        return [ev.request_id for ev in inserted]
+        return await self._write([ev.to_bytes() for ev in events])
 
     def submit_direct(self, event: ChargeEvent) -> None:
         """Queue an event that has no outbox entry; the loop writes it, retrying while the database is down."""
@@ -191,7 +201,7 @@ class LedgerWriter:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                handled = await self.flush_once(outbox=self._read_outbox)
+                handled = await self.flush_once(outbox=self._read_outbox or await self._far_behind())
             except Exception as exc:
                 self.consecutive_failures += 1
                 metrics.record_ledger_write_error()
@@ -209,6 +219,26 @@ class LedgerWriter:
             self.consecutive_failures = 0
             if handled < self._batch_size:
                 await _wait(self._wake, self._flush_interval_s)
+
+    async def _far_behind(self) -> bool:
+        """Whether the outbox holds more than help_backlog entries (looked at once a second)."""
+        if not self._help_backlog or time.monotonic() - self._help_checked_at < HELP_CHECK_INTERVAL_S:
+            return self._helping
+        self._help_checked_at = time.monotonic()
+        try:
+            backlog = await self._store.outbox_backlog(await self._team_ids())
+        except Exception as exc:  # Redis or the team list away: the flush itself will say so
+            log.warning("ledger_backlog_unknown", error=str(exc))
+            return self._helping
+        helping = backlog > self._help_backlog
+        if helping != self._helping:
+            if helping:
+                log.warning("ledger outbox far behind; this worker drains it too", backlog=backlog,
+                            threshold=self._help_backlog)
+            else:
+                log.info("ledger outbox caught up; this worker stops draining it", backlog=backlog)
+        self._helping = helping
+        return helping
 
     async def _drain(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +259,7 @@ class LedgerWriter:
             return 0
         batch = [self._direct.popleft() for _ in range(min(len(self._direct), self._batch_size))]
         try:
-            rejected = await self._write_isolating(batch)
+            rejected = await self._write_isolating([ev.to_bytes() for ev in batch])
         except BaseException:
             self._direct.extendleft(reversed(batch))
             raise
@@ -250,7 +280,8 @@ class LedgerWriter:
             if not self._held:
                 return 0
         entries = self._held
-        rejected = set(await self._write_isolating([entry.event for entry in entries]))
+        # The entries' bytes go to the database as settle encoded them: nothing is decoded here.
+        rejected = set(await self._write_isolating([entry.raw for entry in entries]))
         # Committed: ack. If the ack fails the entries stay held and the retry writes nothing new.
         await self._store.ack_outbox([e for i, e in enumerate(entries) if i not in rejected])
         self._held = []
@@ -260,44 +291,40 @@ class LedgerWriter:
             log.error(
                 "ledger refused an outbox charge; left unacked in the outbox",
                 entry_id=entry.entry_id,
-                charge=entry.event.to_bytes().decode(),
+                charge=entry.raw.decode(errors="replace"),
             )
         return len(entries)
 
-    async def _write_isolating(self, events: list[ChargeEvent]) -> list[int]:
-        """Write events; returns the indexes the database refused as data. Raises when it is down."""
+    async def _write_isolating(self, docs: list[bytes]) -> list[int]:
+        """Write encoded charges; returns the indexes the database refused as data. Raises when it is down."""
         try:
-            await self._write(events)
+            await self._write(docs)
             return []
         except Exception as exc:
             if _is_outage(exc) or not await self._database_answers():
                 raise
         # The database is up but refused the batch: find the events it refuses, write the rest.
         rejected = []
-        for index, event in enumerate(events):
+        for index, doc in enumerate(docs):
             try:
-                await self._write([event])
+                await self._write([doc])
             except Exception as exc:
                 if _is_outage(exc) or not await self._database_answers():
                     raise
                 rejected.append(index)
         return rejected
 
-    async def _write(self, events: Sequence[ChargeEvent]) -> list[ChargeEvent]:
+    async def _write(self, docs: Sequence[bytes]) -> list[str]:
+        """Commit encoded charges; returns the request ids inserted (not those already in the ledger)."""
         async with self._sessions() as session, session.begin():
-            inserted = set(await write_events(session, events))
-        written = []
-        for ev in events:
-            if ev.request_id in inserted:  # first occurrence only, as write_events inserted it
-                inserted.discard(ev.request_id)
-                written.append(ev)
+            written = await write_encoded(session, docs)
         if written and self._on_written is not None:
             await self._notify(written)
         return written
 
-    async def _notify(self, events: list[ChargeEvent]) -> None:
+    async def _notify(self, request_ids: list[str]) -> None:
         try:
-            result = self._on_written(events)  # type: ignore[misc]
+            result = self._on_written(request_ids)  # type: ignore[misc]
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:  # metrics must never block the ledger

@@ -32,7 +32,10 @@ class FakeOutbox:
         self.reads = 0
 
     def append(self, event: ChargeEvent) -> OutboxEntry:
-        entry = OutboxEntry(entry_id=f"{next(self._ids)}-0", team_id=event.team_id, event=event)
+        return self.put(OutboxEntry.of(f"{next(self._ids)}-0", event.team_id, event))
+
+    def put(self, entry: OutboxEntry) -> OutboxEntry:
+        """Add an entry as it is (its bytes need not be a charge)."""
         self._slots[entry.entry_id] = _Slot(entry)
         return entry
 
@@ -61,6 +64,10 @@ class FakeOutbox:
                 slot.deliveries += 1
                 out.append(slot.entry)
         return out
+
+    async def outbox_backlog(self, team_ids: Sequence[str]) -> int:
+        teams = set(team_ids)
+        return sum(1 for slot in self._slots.values() if slot.entry.team_id in teams)
 
     async def ack_outbox(self, entries: Sequence[OutboxEntry]) -> None:
         await asyncio.sleep(0)

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from service.budgets.store import OutboxEntry
 from service.db import migrate
 from service.db.engine import make_engine, make_sessions
 from service.db.models import DailyRollup, LedgerEntry, Team
-from service.ledger.event import ChargeEvent
 from service.ledger.writer import LedgerWriter, TeamIdsFromDb, write_events
 from tests.service.ledger.fake_outbox import FakeOutbox
 from tests.service.ledger.support import (
@@ -43,12 +43,12 @@ async def test_events_are_written_once_with_their_rollup(sessions: Sessions, tea
     store = FakeOutbox()
     for ev in events:
         store.append(ev)
-    written: list[ChargeEvent] = []
+    written: list[str] = []  # request ids, as on_written reports them
     writer = writer_for(store, sessions, team, on_written=written.extend)
 
     assert await drain(writer.flush_once) == 100
     assert store.pending == 0
-    assert sorted(e.request_id for e in written) == sorted(e.request_id for e in events)
+    assert sorted(written) == sorted(e.request_id for e in events)
     rows = await assert_exactly_once(sessions, team, events)
 
     row = next(r for r in rows if r.request_id == events[14].request_id)
@@ -78,7 +78,7 @@ async def test_redelivered_events_change_nothing(sessions: Sessions, team: str) 
     store = FakeOutbox()
     for ev in events:
         store.append(ev)
-    written: list[ChargeEvent] = []
+    written: list[str] = []  # request ids, as on_written reports them
     writer = writer_for(store, sessions, team, on_written=written.extend)
     await drain(writer.flush_once)
     before = await rollup_rows(sessions, team)
@@ -173,7 +173,7 @@ async def test_ten_thousand_events_in_batches(db_url: str, sessions: Sessions, t
 async def test_write_direct_is_idempotent_and_submit_direct_is_written_by_the_loop(
     sessions: Sessions, team: str
 ) -> None:
-    written: list[ChargeEvent] = []
+    written: list[str] = []  # request ids, as on_written reports them
     writer = writer_for(FakeOutbox(), sessions, team, on_written=written.extend, flush_interval_s=0.01)
     first = [make_event(team, i) for i in range(5)]
     assert sorted(await writer.write_direct(first)) == sorted(e.request_id for e in first)
@@ -252,6 +252,30 @@ async def test_a_value_too_long_for_its_column_is_refused_never_cut(
         await assert_exactly_once(sessions, team, good)
     else:
         assert writer.rejected == 0 and long_name in stored
+
+
+async def test_an_outbox_entry_that_is_not_a_charge_is_refused_and_the_rest_written(
+    sessions: Sessions, team: str
+) -> None:
+    """The writer hands the outbox's bytes to the database undecoded; a damaged entry fails the
+    batch as a bad row would, and is isolated: left unacked, logged, never blocking the others."""
+    good = [make_event(team, i) for i in range(4)]
+    store = FakeOutbox()
+    for ev in good[:2]:
+        store.append(ev)
+    damaged = OutboxEntry("999-0", team, b'{"request_id": "cut off')
+    store.put(damaged)
+    for ev in good[2:]:
+        store.append(ev)
+    writer = writer_for(store, sessions, team)
+
+    assert await writer.flush_once() == 5
+    assert writer.rejected == 1 and store.pending == 1
+    await assert_exactly_once(sessions, team, good)
+    # Delivered again, it is refused again; nothing else is written twice.
+    store.redeliver_after_s = 0
+    await writer.flush_once()
+    await assert_exactly_once(sessions, team, good)
 
 
 async def test_postgres_batches_of_any_size_share_one_statement(migrated_pg_url: str, team: str) -> None:

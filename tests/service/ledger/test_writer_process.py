@@ -82,10 +82,19 @@ def served(config: FareboxConfig, log_dir: Path) -> Iterator[Served]:
         farebox.stop()
 
 
+def _policies(pid: int) -> set[int]:
+    """The scheduling policy of each of the process's threads."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
 def test_serve_runs_one_writer_restarts_it_and_stops_it_last(served: Served) -> None:
     farebox, ledger, team = served.farebox, served.ledger, served.team_id
     _chat(farebox.base_url, served.key, 5)
     ledger.wait_rows(team, 5)
+    # The writer takes only CPU time no request wants; serve and its workers keep the normal policy.
+    assert _policies(served.writer) == {os.SCHED_IDLE}
+    others = [farebox.process.pid] + [pid for pid, _ in _children(farebox.process.pid) if pid != served.writer]
+    assert all(_policies(pid) == {os.SCHED_OTHER} for pid in others)
 
     # A writer that dies is started again; what was settled meanwhile waits in the outbox.
     os.kill(served.writer, signal.SIGKILL)
@@ -96,6 +105,7 @@ def test_serve_runs_one_writer_restarts_it_and_stops_it_last(served: Served) -> 
     )
     assert len(ledger.wait_rows(team, 10)) == 10
     assert "ledger_writer_exited" in farebox.log()
+    assert _policies(restarted) == {os.SCHED_IDLE}
 
     # SIGTERM: the workers drain, then the writer writes what they settled, then exits.
     _chat(farebox.base_url, served.key, 3)
@@ -149,6 +159,33 @@ def test_external_mode_leaves_the_outbox_to_farebox_ledger_writer(config: Farebo
     finally:
         if writer is not None and writer.poll() is None:
             writer.kill()
+        farebox.stop()
+
+
+def test_workers_drain_the_outbox_themselves_when_it_falls_far_behind(config: FareboxConfig, log_dir: Path) -> None:
+    """No writer at all (external, none running): below FAREBOX_LEDGER_HELP_BACKLOG the charges
+    wait in the outbox; above it the workers write them, and stop once it is back under."""
+    config.extra_env.update({"FAREBOX_LEDGER_WRITER": "external", "FAREBOX_LEDGER_HELP_BACKLOG": "5"})
+    farebox = start_farebox(config, log_dir)
+    try:
+        admin, ledger = Admin(farebox.base_url, config.admin_token), Ledger(config.database_url)
+        team, key = admin.team_with_key()
+        _chat(farebox.base_url, key, 5)
+        time.sleep(2.5)  # more than two of the workers' one-second looks at the backlog
+        assert ledger.rows(team["id"]) == []
+        assert _pending_gauge(farebox) == 5
+
+        _chat(farebox.base_url, key, 3)  # 8 > 5: far behind
+        assert len(ledger.wait_rows(team["id"], 8)) == 8
+        wait_until(lambda: _pending_gauge(farebox) == 0, 10, what="the backlog gauge back at 0")
+        assert "ledger outbox far behind; this worker drains it too" in farebox.log()
+        wait_until(lambda: "ledger outbox caught up" in farebox.log(), 10, what="the workers to stop draining")
+
+        _chat(farebox.base_url, key, 2)  # back under the threshold: left to the writer again
+        time.sleep(2.5)
+        assert len(ledger.rows(team["id"])) == 8
+        assert _pending_gauge(farebox) == 2
+    finally:
         farebox.stop()
 
 
