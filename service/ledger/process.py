@@ -6,6 +6,9 @@ runs one of these beside its workers, so no ledger insert ever runs on a request
 with `external`, run `farebox ledger-writer` yourself (any number of them: they share a Redis
 consumer group, and an entry is acked only after its row is committed).
 
+The writer runs under SCHED_IDLE (FAREBOX_LEDGER_WRITER_IDLE), so a request's task never waits for it
+to give up a CPU; workers drain the outbox themselves if it falls far behind.
+
 `WriterSupervisor` is what `farebox serve` uses: it starts the process, restarts it (with
 back-off) if it dies, and stops it after the workers, so what they settled while draining is
 written too.
@@ -97,8 +100,8 @@ async def run_writer(settings: Settings, *, parent_pid: int | None = None) -> in
 def take_idle_cpu_only() -> bool:
     """Put every thread of this process under SCHED_IDLE (Linux): it then runs only on CPU time no
     other task wants, and a woken request task preempts it at once instead of waiting out its time
-    slice (1.4 ms here, in practice up to a 4 ms tick). `nice` cannot do that: a niced task keeps
-    its slice once it runs. No privilege is needed, and it cannot be undone without one, which is
+    slice (1.4 ms on the benchmark machine's kernel, in practice until the next 4 ms tick). `nice`
+    cannot do that: a niced task keeps its slice once it runs. No privilege is needed, and it cannot be undone without one, which is
     why workers step in if the writer falls far behind (ledger_help_backlog)."""
     if not hasattr(os, "SCHED_IDLE"):  # not Linux
         log.info("ledger_writer_idle_unsupported", platform=os.name)
