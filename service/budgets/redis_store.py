@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -69,6 +70,17 @@ class _Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+# Streams (or commands) per Redis call when reading outboxes: a call this size keeps Redis busy
+# well under a millisecond, so other clients' commands are not held up behind thousands of teams.
+READ_CHUNK = 200
+CLAIM_SCAN_MAX_INTERVAL_S = 5.0  # how often at most an idle team's pending entries are scanned
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _int(raw: bytes | str | None) -> int:
     return 0 if raw is None else int(raw)
 
@@ -107,6 +119,9 @@ class RedisBudgetStore:
         self._extend = _Script(lua.EXTEND)
         self._groups: set[str] = set()
         self._claim_cursor: dict[str, str] = {}
+        # When each team's pending entries are next scanned for abandoned ones (see _read).
+        self._claim_due: dict[str, float] = {}
+        self.claim_interval_s = min(CLAIM_SCAN_MAX_INTERVAL_S, claim_idle_s / 4)
         self._owns_client = False
 
     @classmethod
@@ -251,46 +266,59 @@ class RedisBudgetStore:
         missing = [t for t in team_ids if t not in self._groups]
         if not missing:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for team_id in missing:
-                # From id 0: events settled before any ledger reader existed must not be skipped.
-                pipe.xgroup_create(self.outbox_key(team_id), OUTBOX_GROUP, id="0", mkstream=True)
-            results = await pipe.execute(raise_on_error=False)
-        for team_id, result in zip(missing, results, strict=True):
-            if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
-                raise result
-            self._groups.add(team_id)
+        for chunk in _chunks(missing, READ_CHUNK):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for team_id in chunk:
+                    # From id 0: events settled before any ledger reader existed must not be skipped.
+                    pipe.xgroup_create(self.outbox_key(team_id), OUTBOX_GROUP, id="0", mkstream=True)
+                results = await pipe.execute(raise_on_error=False)
+            for team_id, result in zip(chunk, results, strict=True):
+                if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+                    raise result
+                self._groups.add(team_id)
 
     async def _read(self, team_ids: Sequence[str], count: int) -> dict[str, list[Any]]:
         await self._ensure_groups(team_ids)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for team_id in team_ids:
-                pipe.xautoclaim(
-                    self.outbox_key(team_id),
-                    OUTBOX_GROUP,
-                    self.consumer,
-                    self.claim_idle_ms,
-                    start_id=self._claim_cursor.get(team_id, "0-0"),
-                    count=count,
-                )
-            claimed = await pipe.execute(raise_on_error=False)
-        messages: dict[str, list[Any]] = {}
-        for team_id, reply in zip(team_ids, claimed, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
-            self._claim_cursor[team_id] = _str(reply[0])
-            messages[team_id] = list(reply[1])
-        wanted = {t: count - len(m) for t, m in messages.items() if len(m) < count}
-        if wanted:
+        messages: dict[str, list[Any]] = {team_id: [] for team_id in team_ids}
+        # Abandoned entries: each team's pending list is scanned once per claim interval (entries
+        # only become claimable after claim_idle_s anyway), not on every read, so an idle team
+        # costs no XAUTOCLAIM on most reads. A scan left unfinished continues on the next read.
+        now = time.monotonic()
+        due = [
+            t for t in team_ids
+            if not self.claim_idle_ms or self._claim_cursor.get(t, "0-0") != "0-0" or now >= self._claim_due.get(t, 0.0)
+        ]
+        for chunk in _chunks(due, READ_CHUNK):
             async with self.client.pipeline(transaction=False) as pipe:
-                for team_id, n in wanted.items():
-                    pipe.xreadgroup(OUTBOX_GROUP, self.consumer, {self.outbox_key(team_id): ">"}, n)
-                fresh = await pipe.execute(raise_on_error=False)
-            for team_id, reply in zip(wanted, fresh, strict=True):
+                for team_id in chunk:
+                    pipe.xautoclaim(
+                        self.outbox_key(team_id),
+                        OUTBOX_GROUP,
+                        self.consumer,
+                        self.claim_idle_ms,
+                        start_id=self._claim_cursor.get(team_id, "0-0"),
+                        count=count,
+                    )
+                claimed = await pipe.execute(raise_on_error=False)
+            for team_id, reply in zip(chunk, claimed, strict=True):
                 if isinstance(reply, Exception):
                     raise reply
-                for _stream, stream_messages in reply or []:
-                    messages[team_id] += stream_messages
+                self._claim_cursor[team_id] = _str(reply[0])
+                self._claim_due[team_id] = time.monotonic() + self.claim_interval_s
+                messages[team_id] = list(reply[1])
+        # New entries: one XREADGROUP names many teams' streams and answers only for those that
+        # have entries, instead of one command per team. COUNT applies per stream, so teams are
+        # grouped by how many entries each still wants.
+        by_count: dict[int, list[str]] = {}
+        for team_id, got in messages.items():
+            if len(got) < count:
+                by_count.setdefault(count - len(got), []).append(team_id)
+        for n, wanted in by_count.items():
+            for chunk in _chunks(wanted, READ_CHUNK):
+                keys = {self.outbox_key(team_id): team_id for team_id in chunk}
+                reply = await self.client.xreadgroup(OUTBOX_GROUP, self.consumer, dict.fromkeys(keys, ">"), n)
+                for stream, stream_messages in reply or []:
+                    messages[keys[_str(stream)]] += stream_messages
         return messages
 
     @contextlib.contextmanager
@@ -302,6 +330,7 @@ class RedisBudgetStore:
         """
         saved, self.claim_idle_ms = self.claim_idle_ms, 0
         self._claim_cursor.clear()
+        self._claim_due.clear()
         try:
             yield
         finally:
@@ -370,13 +399,16 @@ class RedisBudgetStore:
         if not team_ids:
             return 0
 
-        async def lengths() -> list[int]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for team_id in team_ids:
-                    pipe.xlen(self.outbox_key(team_id))
-                return await pipe.execute()
+        async def lengths() -> int:
+            total = 0
+            for chunk in _chunks(team_ids, READ_CHUNK):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for team_id in chunk:
+                        pipe.xlen(self.outbox_key(team_id))
+                    total += sum(await pipe.execute())
+            return total
 
-        return sum(await self._call(lengths))
+        return await self._call(lengths)
 
     async def close(self) -> None:
         if self._owns_client:

@@ -84,6 +84,49 @@ async def test_reserve_and_settle_are_one_round_trip_each(
     await client.aclose()
 
 
+async def test_reading_a_thousand_idle_teams_takes_a_few_calls_not_two_per_team(
+    redis_url: str, redis_namespace: str
+) -> None:
+    """The writer reads every team's outbox several times a second; idle teams must cost almost nothing.
+
+    New entries come from one XREADGROUP per 200 streams (Redis answers only for streams with
+    entries); abandoned ones are looked for once per claim interval, not on every read.
+    """
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection, max_connections=1)
+    client = redis.Redis(connection_pool=pool)
+    store = RedisBudgetStore(client, redis_namespace, claim_idle_s=8)  # pending scanned every 2 s
+    teams = [f"team{i:04d}" for i in range(1000)]
+    busy = {teams[7]: 3, teams[500]: 1, teams[999]: 2}
+    sent = {}
+    for team, n in busy.items():
+        for i in range(n):
+            event = charge(reservation(f"{team}-r{i}", 1, counter("c", 10, team_id=team), team_id=team), 1)
+            await client.xadd(store.outbox_key(team), {"e": event.to_bytes()})
+            sent[event.request_id] = team
+    try:
+        first = await store.read_outbox(teams, 10)  # creates the groups, scans every team once
+        assert {e.event.request_id: e.team_id for e in first} == sent
+
+        CountingConnection.commands, CountingConnection.writes = [], 0
+        assert await store.read_outbox(teams, 10) == []
+        # 1000 teams: 5 calls of XREADGROUP over 200 streams each, no XAUTOCLAIM within the interval.
+        assert CountingConnection.commands == ["XREADGROUP"] * 5
+        assert CountingConnection.writes == 5
+
+        # Entries read but never acked (a reader that died) are still claimed after claim_idle_s.
+        other = RedisBudgetStore(client, redis_namespace, claim_idle_s=0.3)
+        await asyncio.sleep(0.4)
+        claimed = await other.read_outbox(teams, 10)
+        assert sorted(e.event.request_id for e in claimed) == sorted(sent)
+        await other.ack_outbox(claimed)
+        assert await store.outbox_backlog(teams) == 0
+    finally:
+        keys = [key async for key in client.scan_iter(f"{redis_namespace}:*")]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        await client.aclose()
+
+
 async def test_a_team_keys_share_one_slot_and_expire_sensibly(
     rstore: RedisBudgetStore, redis_client: Any, redis_namespace: str
 ) -> None:
