@@ -14,12 +14,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
-from service.logging import configure_logging
 from service.errors import (
-    DatabaseUnavailable, FareboxError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout,
+    DatabaseUnavailable,
+    FareboxError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
 )
+from service.hot_path import HotPath
+from service.logging import configure_logging
 from service.proxy.inference import ENDPOINTS, handle_inference
 from service.proxy.models_route import list_models, retrieve_model
 from service.request_context import RequestContext
@@ -28,6 +35,27 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+class FareboxApp(FastAPI):
+    """FastAPI, except that the metered /v1 POSTs go straight to `hot_path` (service/hot_path.py).
+
+    Everything else, the lifespan included, takes FastAPI's own way.
+    """
+
+    hot_path: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.hot_path is not None
+            and scope["type"] == "http"
+            and scope["path"] in ENDPOINTS
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self  # as Starlette sets it: the handler finds the runtime through it
+            await self.hot_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.process_exiting()
             log.info("farebox_stopped")
 
-    app = FastAPI(
+    app = FareboxApp(
         title="Farebox",
         version="0.1.0",
         description="Cost-accounting and budgeting proxy for the OpenAI API.",
@@ -63,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/admin/openapi.json",
         redoc_url=None,
     )
-    # The hot path uses plain Starlette routes: no FastAPI dependency resolution per request.
+    # Plain Starlette routes (POSTs to the inference paths are taken by hot_path before routing;
+    # the routes still answer 405 to other methods and list the paths).
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         app.router.routes.append(Route(path, handle_inference, methods=["POST"]))
     app.router.routes.append(Route("/v1/models", list_models, methods=["GET"]))
@@ -87,6 +116,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(405, _method_not_allowed)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContext)  # outermost: even a refused request gets its id
+    # The same two middlewares and the same handlers around the inference routes, without the
+    # rest of the stack: 7 layers and a route match fewer on every proxied call.
+    app.hot_path = RequestContext(
+        RequestLimits(
+            HotPath(handle_inference, app.exception_handlers),
+            max_body_bytes=settings.max_body_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
+    )
     return app
 
 
