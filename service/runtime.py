@@ -116,6 +116,8 @@ class Runtime:
         await self.upstream.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
+                await self.store.close()  # its own request-path connections
+            with contextlib.suppress(Exception):
                 await self.redis.aclose()
         await self.engine.dispose()
 

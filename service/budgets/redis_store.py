@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.budgets import lua
+from service.budgets.redis_lanes import ScriptLanes, pack
 from service.budgets.retention import (
     DONE_TTL_S,
     OUTBOX_CLAIM_IDLE_S,
@@ -68,6 +69,27 @@ class _Script:
         except NoScriptError:
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def on_lane(self, lanes: ScriptLanes, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        """The same call on the request path's own connections (service/budgets/redis_lanes.py).
+
+        A connection that failed is retried once on a new one: an idle connection may have died
+        with a restarted Redis, and reserve and settle are idempotent on the request id.
+        """
+        packed = pack(["EVALSHA", self.sha, len(keys), *keys, *args])
+        loaded = retried = False
+        while True:
+            try:
+                return await lanes.call(packed)
+            except NoScriptError:
+                if loaded:
+                    raise
+                loaded = True
+                await client.script_load(self.source)
+            except (RedisConnectionError, OSError):
+                if retried:
+                    raise
+                retried = True
 
 
 # Streams (or commands) per Redis call when reading outboxes: a call this size keeps Redis busy
@@ -113,6 +135,7 @@ class RedisBudgetStore:
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.done_ttl_s = done_ttl_s
         self.consumer = _consumer_name()
+        self._lanes = ScriptLanes(client)
         self._reserve = _Script(lua.RESERVE)
         self._settle = _Script(lua.SETTLE)
         self._reap = _Script(lua.REAP)
@@ -181,7 +204,7 @@ class RedisBudgetStore:
         ]
         for budget in reservation.budgets:
             args += [budget.limit_nano, counter_expires_at(budget)]
-        reply = await self._call(lambda: self._reserve(self.client, keys, args))
+        reply = await self._call(lambda: self._reserve.on_lane(self._lanes, self.client, keys, args))
         index = int(reply[0])
         if index <= 0:
             return None
@@ -200,7 +223,7 @@ class RedisBudgetStore:
             self.done_ttl_s,
         ]
         args += [counter_expires_at(b) for b in reservation.budgets]
-        reply = await self._call(lambda: self._settle(self.client, keys, args))
+        reply = await self._call(lambda: self._settle.on_lane(self._lanes, self.client, keys, args))
         n = len(reservation.budgets)
         values = [_int(v) for v in reply[1:]]
         before = tuple(
@@ -411,6 +434,7 @@ class RedisBudgetStore:
         return await self._call(lengths)
 
     async def close(self) -> None:
+        await self._lanes.close()  # made outside the client's pool: closing the client misses them
         if self._owns_client:
             await self.client.aclose()
 

@@ -53,6 +53,8 @@ class CountingConnection(redis.Connection):
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         type(self).writes += 1
+        if isinstance(command, bytes):  # packed by the store itself (redis_lanes), not pack_command
+            type(self).commands.append(command.split(b"\r\n")[2].decode().upper())
         await super().send_packed_command(command, check_health)
 
 
@@ -68,6 +70,7 @@ async def test_reserve_and_settle_are_one_round_trip_each(
     warm = reservation("warm", 1, *budgets)
     await store.reserve(warm)  # connects and loads the scripts if Redis lacks them
     await store.settle(warm, charge(warm, 1))
+    await store.standing(list(budgets))  # connects the client's pool (reserve and settle have their own)
 
     res = reservation("r1", 500, *budgets)
     CountingConnection.commands, CountingConnection.writes = [], 0
