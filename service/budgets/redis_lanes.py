@@ -1,12 +1,12 @@
 """The request path's two Redis calls, reserve and settle, on connections kept for them.
 
-Through `Redis.evalsha`, one call costs 92-99 µs of client CPU on the benchmark machine:
+Through `Redis.evalsha`, one call costs 87-99 µs of client CPU on the benchmark machine:
 a pool checkout that probes the socket for stray data, a retry wrapper, instrumentation
 hooks, and argument encoding with a type check per argument. Here a call takes an idle
 connection of its own (made from the client's pool settings: the same host, database,
-credentials, TLS and timeouts), writes the EVALSHA packed in one piece and reads its one
-reply: 53-54 µs (`.venv/bin/python bench/redis_call.py`). redis-py still connects, authenticates, parses and
-maps error replies to exceptions.
+credentials and TLS; the socket timeout bounds the whole call), writes the EVALSHA packed in
+one piece and reads its one reply: 46-48 µs (`.venv/bin/python bench/redis_call.py`).
+redis-py still connects, authenticates, parses and maps error replies to exceptions.
 
 A connection that failed is closed and never reused; a failure of the connection itself
 also closes the idle ones, which are then most likely dead too (a restarted Redis).
@@ -14,6 +14,7 @@ also closes the idle ones, which are then most likely dead too (a restarted Redi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ import redis.asyncio as redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = bytes | str | int
 
@@ -46,7 +48,12 @@ class ScriptLanes:
     """Connections for one request-path command at a time each; at most `keep` stay idle."""
 
     def __init__(self, client: redis.Redis, keep: int = 64) -> None:
-        self._pool = client.connection_pool
+        pool = client.connection_pool
+        # The client's socket timeout bounds each whole call here instead: redis-py would run
+        # every send under asyncio.wait_for, a task of its own on Python 3.11 (10 µs a call).
+        self._timeout: float | None = pool.connection_kwargs.get("socket_timeout")
+        self._settings = {**pool.connection_kwargs, "socket_timeout": None}
+        self._connection_class = pool.connection_class
         self._keep = keep
         self._idle: list[AbstractConnection] = []
 
@@ -56,10 +63,14 @@ class ScriptLanes:
 
     async def call(self, packed: bytes) -> Any:
         """Send one packed command and return its reply; error replies raise (ResponseError)."""
-        conn = self._idle.pop() if self._idle else self._pool.make_connection()
+        conn = self._idle.pop() if self._idle else self._connection_class(**self._settings)
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            reply = await conn.read_response()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_packed_command(packed, check_health=False)
+                    reply = await conn.read_response()
+            except TimeoutError as exc:  # asyncio's, an OSError: not to be taken for a dead socket
+                raise RedisTimeoutError(f"Redis did not answer within {self._timeout} s") from exc
         except ResponseError:
             await self._give_back(conn)  # an error reply was read whole: the connection is in step
             raise
@@ -67,7 +78,7 @@ class ScriptLanes:
             # Not in step any more (or gone): close it. redis-py has already closed it on a
             # socket error or a cancelled read; closing twice is harmless.
             await _close(conn)
-            if isinstance(exc, (OSError, RedisConnectionError)):
+            if isinstance(exc, (OSError, RedisConnectionError)):  # the socket failed, not the server
                 await self.close()
             raise
         await self._give_back(conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,9 +11,10 @@ import pytest
 import redis.asyncio as redis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.budgets.redis_lanes import pack
-from service.budgets.redis_store import RedisBudgetStore
+from service.budgets.redis_store import RedisBudgetStore, RedisBudgetStoreUnavailable
 from tests.service.budgets.builders import charge, counter, reservation
 
 args = st.lists(
@@ -91,3 +93,26 @@ async def test_a_call_cancelled_mid_reply_closes_its_connection_and_the_next_rea
     assert store._lanes.idle == 1
     await store.close()
     await client.aclose()
+
+
+async def test_a_redis_that_does_not_answer_fails_the_call_once_within_the_socket_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):  # takes every command, answers none
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.3, socket_connect_timeout=1)
+    store = RedisBudgetStore(client, "fbsilent")
+    started = time.monotonic()
+    with pytest.raises(RedisBudgetStoreUnavailable) as caught:
+        await store.reserve(reservation("r1", 1, counter("b1", 10)))
+    elapsed = time.monotonic() - started
+    assert isinstance(caught.value.__cause__, RedisTimeoutError)
+    assert 0.3 <= elapsed < 0.55  # once: a timeout is not retried the way a dead socket is
+    assert store._lanes.idle == 0
+    await store.close()
+    await client.aclose()
+    server.close()
+    await server.wait_closed()
