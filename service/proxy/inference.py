@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import structlog
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from service import metrics
 from service.errors import FareboxError, InvalidRequest, UpstreamError, UpstreamTimeout
@@ -18,6 +18,7 @@ from service.ledger.event import ChargeEvent
 from service.proxy import metering
 from service.proxy.body import read_body
 from service.proxy.calls import InferenceCall, parse_call
+from service.proxy.relay_response import RelayResponse
 from service.proxy.stream_relay import StreamOutcome, relay_stream
 from service.proxy.upstream import key_refused, response_headers
 from service.runtime import Runtime
@@ -84,7 +85,7 @@ async def handle_inference(request: Request) -> Response:
     headers["x-farebox-request-id"] = request_id
     content_type = upstream.headers.get("content-type", "")
     if call.stream and upstream.status == 200 and content_type.startswith("text/event-stream"):
-        return StreamingResponse(
+        return RelayResponse(
             relay_stream(
                 upstream,
                 strip_usage_chunk=not call.client_wants_usage,
@@ -93,7 +94,6 @@ async def handle_inference(request: Request) -> Response:
             ),
             status_code=200,
             headers=headers,
-            media_type=None,
         )
     try:
         data = await upstream.read()

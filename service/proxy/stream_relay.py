@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ async def relay_stream(
     strip_usage_chunk: bool,
     finish: Callable[[StreamOutcome], Awaitable[None]],
     spawn: Callable[[Awaitable[None]], object],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     outcome = StreamOutcome()
     settled = False
 
