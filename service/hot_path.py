@@ -68,4 +68,3 @@ class HotPath:
             if cls is not Exception and cls in self.handlers:
                 return self.handlers[cls]
         return None
-

@@ -45,7 +45,11 @@ def pack(args: Sequence[Arg]) -> bytes:
 
 
 class ScriptLanes:
-    """Connections for one request-path command at a time each; at most `keep` stay idle."""
+    """Connections for one request-path command at a time each; at most `keep` stay idle.
+
+    As many are open as calls are in flight, up to the client pool's `max_connections`; past
+    that a call fails as redis-py's pool fails it ("Too many connections"), a 503 upstream.
+    """
 
     def __init__(self, client: redis.Redis, keep: int = 64) -> None:
         pool = client.connection_pool
@@ -54,16 +58,22 @@ class ScriptLanes:
         self._timeout: float | None = pool.connection_kwargs.get("socket_timeout")
         self._settings = {**pool.connection_kwargs, "socket_timeout": None}
         self._connection_class = pool.connection_class
+        self._max = pool.max_connections
         self._keep = keep
         self._idle: list[AbstractConnection] = []
+        self._open = 0
 
     @property
     def idle(self) -> int:
         return len(self._idle)
 
+    @property
+    def open(self) -> int:
+        return self._open
+
     async def call(self, packed: bytes) -> Any:
         """Send one packed command and return its reply; error replies raise (ResponseError)."""
-        conn = self._idle.pop() if self._idle else self._connection_class(**self._settings)
+        conn = self._take()
         try:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -77,25 +87,33 @@ class ScriptLanes:
         except BaseException as exc:
             # Not in step any more (or gone): close it. redis-py has already closed it on a
             # socket error or a cancelled read; closing twice is harmless.
-            await _close(conn)
+            await self._discard(conn)
             if isinstance(exc, (OSError, RedisConnectionError)):  # the socket failed, not the server
                 await self.close()
             raise
         await self._give_back(conn)
         return reply
 
+    def _take(self) -> AbstractConnection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open >= self._max:
+            raise RedisConnectionError("Too many connections")
+        self._open += 1
+        return self._connection_class(**self._settings)
+
     async def _give_back(self, conn: AbstractConnection) -> None:
         if len(self._idle) < self._keep:
             self._idle.append(conn)
         else:
-            await _close(conn)
+            await self._discard(conn)
+
+    async def _discard(self, conn: AbstractConnection) -> None:
+        self._open -= 1
+        with contextlib.suppress(Exception):
+            await conn.disconnect(nowait=True)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
-            await _close(conn)
-
-
-async def _close(conn: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await conn.disconnect(nowait=True)
+            await self._discard(conn)

@@ -95,13 +95,14 @@ async def test_a_call_cancelled_mid_reply_closes_its_connection_and_the_next_rea
     await client.aclose()
 
 
-async def test_a_redis_that_does_not_answer_fails_the_call_once_within_the_socket_timeout() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.read(65536):  # takes every command, answers none
-            pass
-        writer.close()
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await reader.read(65536):  # takes every command, answers none
+        pass
+    writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+
+async def test_a_redis_that_does_not_answer_fails_the_call_once_within_the_socket_timeout() -> None:
+    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.3, socket_connect_timeout=1)
     store = RedisBudgetStore(client, "fbsilent")
@@ -112,6 +113,29 @@ async def test_a_redis_that_does_not_answer_fails_the_call_once_within_the_socke
     assert isinstance(caught.value.__cause__, RedisTimeoutError)
     assert 0.3 <= elapsed < 0.55  # once: a timeout is not retried the way a dead socket is
     assert store._lanes.idle == 0
+    await store.close()
+    await client.aclose()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_calls_in_flight_are_capped_by_the_pools_max_connections() -> None:
+    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.3, max_connections=2)
+    store = RedisBudgetStore(client, "fbcapped")
+    budget = counter("b1", 10)
+    waiting = [asyncio.ensure_future(store.reserve(reservation(f"r{i}", 1, budget))) for i in range(2)]
+    await asyncio.sleep(0.05)
+    assert store._lanes.open == 2
+    started = time.monotonic()
+    with pytest.raises(RedisBudgetStoreUnavailable, match="Too many connections"):
+        await store.reserve(reservation("third", 1, budget))
+    assert time.monotonic() - started < 0.1  # refused at once, as redis-py's own pool refuses
+    for call in waiting:
+        with pytest.raises(RedisBudgetStoreUnavailable):
+            await call
+    assert store._lanes.open == 0  # the two that timed out were closed and counted out
     await store.close()
     await client.aclose()
     server.close()
