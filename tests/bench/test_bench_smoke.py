@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,19 @@ def test_a_run_without_concurrency_1_judges_no_latency_target() -> None:
     targets = report.summarise({"runs": runs, "ledger": {"rows": 1, "ok": True}}, [64])["targets"]
     assert "added_p50_ms_c1" not in targets and "added_p99_ms_c1" not in targets
     assert targets["farebox_rps_saturation"]["met"] is True
+
+
+@pytest.mark.redis
+def test_redis_call_bench_times_both_ways_of_calling(redis_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "redis_call.py"), "--calls", "20", "--rounds", "1", "--redis", redis_url],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    timed = dict(re.findall(r"^\s+(\S.*?)\s{2,}([\d.]+) us", proc.stdout, flags=re.MULTILINE))
+    assert set(timed) == {"redis-py evalsha", "ScriptLanes.call"}  # each checked its reply too
+    assert all(float(us) > 0 for us in timed.values())
