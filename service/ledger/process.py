@@ -101,8 +101,9 @@ def take_idle_cpu_only() -> bool:
     """Put every thread of this process under SCHED_IDLE (Linux): it then runs only on CPU time no
     other task wants, and a woken request task preempts it at once instead of waiting out its time
     slice (1.4 ms on the benchmark machine's kernel, in practice until the next 4 ms tick). `nice`
-    cannot do that: a niced task keeps its slice once it runs. No privilege is needed, and it cannot be undone without one, which is
-    why workers step in if the writer falls far behind (ledger_help_backlog)."""
+    cannot do that: a niced task keeps its slice once it runs. No privilege is needed, and it
+    cannot be undone without one, which is why workers step in if the writer falls far behind
+    (ledger_help_backlog)."""
     if not hasattr(os, "SCHED_IDLE"):  # not Linux
         log.info("ledger_writer_idle_unsupported", platform=os.name)
         return False
