@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -30,17 +29,9 @@ sys.path.insert(0, str(BENCH))
 import aiohttp  # noqa: E402
 import stack  # noqa: E402
 import uvloop  # noqa: E402
+from redis_call import per_call_us  # noqa: E402
 
 from service.proxy.upstream import Upstream  # noqa: E402
-
-
-async def _per_call_us(call: Callable[[], Awaitable[None]], calls: int) -> float:
-    for _ in range(300):
-        await call()
-    start = time.process_time()
-    for _ in range(calls):
-        await call()
-    return (time.process_time() - start) / calls * 1e6
 
 
 async def upstream_post(base_url: str, calls: int, rounds: int) -> None:
@@ -71,7 +62,7 @@ async def upstream_post(base_url: str, calls: int, rounds: int) -> None:
     results: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
         for name, call in ways.items():
-            results[name].append(await _per_call_us(call, calls))
+            results[name].append(await per_call_us(call, calls))
     print(f"client CPU per upstream POST + read, {calls} calls x {rounds} rounds (best, all):")
     for name, values in results.items():
         print(f"  {name:22} {min(values):6.1f} us   ({', '.join(f'{v:.1f}' for v in values)})")
