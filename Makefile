@@ -1,6 +1,8 @@
 # The two commands of the README. Both build the virtualenv on first use.
+# `make install PYTHON=/usr/bin/python3.11 VENV=.venv-opt` builds one on another interpreter
+# (bench/README.md, "The interpreter").
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean

@@ -101,6 +101,17 @@ def _targets(s: dict[str, Any], results: dict[str, Any]) -> dict[str, dict[str, 
     return targets
 
 
+def _calibration(m: dict[str, Any]) -> str:
+    """The interpreter and its speed on this host during the run (bench/calibrate.py)."""
+    if "calibration_loop_ms" not in m:
+        return ""
+    start, end = m["calibration_loop_ms"]
+    return (
+        f" Interpreter {m['executable']}; its calibration loop (bench/calibrate.py, lower is faster) "
+        f"took {start:.1f} ms at start and {end:.1f} ms at end."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta, s = results["meta"], results["summary"]
     m = meta["machine"]
@@ -112,6 +123,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Postgres + Redis, {meta['budgets']} budgets, ledger and metrics on; {meta['duration_s']:g} s per run. "
         f"Load average (1 min) {m['load_average_at_start'][0]:.2f} at start, "
         f"{meta.get('load_average_at_end', [float('nan')])[0]:.2f} at end: the machine is shared."
+        + _calibration(m)
         + (
             f" Settings changed for this run: {meta['settings_changed']}."
             if meta.get("settings_changed")

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import calibrate
 import loadgen
 import procstat
 import redis
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     results["summary"] = report.summarise(results, concurrency)
     results["meta"]["load_average_at_end"] = os.getloadavg()
+    results["meta"]["machine"]["calibration_loop_ms"].append(calibrate.loop_ms())
     results["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
@@ -386,17 +388,25 @@ def _meta(args: argparse.Namespace, started: datetime) -> dict[str, Any]:
         wrk = (proc.stdout + proc.stderr).strip().split("\n")[0]
     return {
         "started": started.isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", "bench/run.py", *sys.argv[1:]]),
+        "command": " ".join([_shown(sys.executable), "bench/run.py", *sys.argv[1:]]),
         "machine": {
             "cpus": os.cpu_count(),
             "cpu_model": cpu,
             "kernel": platform.release(),
             "python": platform.python_version(),
+            "executable": _shown(sys.executable),
+            "calibration_loop_ms": [calibrate.loop_ms()],
             "load_average_at_start": os.getloadavg(),
         },
         "loadgen": wrk if args.loadgen == "wrk" else "bench/loadgen.py (aiohttp)",
         "duration_s": args.duration,
     }
+
+
+def _shown(path: str) -> str:
+    """The interpreter as a reader would type it: relative to the checkout when it lies inside."""
+    p = Path(path)
+    return str(p.relative_to(BENCH.parent)) if p.is_relative_to(BENCH.parent) else path
 
 
 def _mb(n: int) -> float:

@@ -390,7 +390,11 @@ def start_farebox(
     workers: int,
     log_dir: Path,
     extra_env: dict[str, str] | None = None,
+    *,
+    root: Path = ROOT,
+    log_name: str = "farebox.log",
 ) -> Farebox:
+    """`serve` from the checkout at `root` (bench/ab.py passes another revision's worktree)."""
     port = free_port()
     token = "adm_" + uuid.uuid4().hex
     metrics_dir = Path(tempfile.mkdtemp(prefix="farebox-bench-metrics-"))
@@ -409,11 +413,11 @@ def start_farebox(
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     env.update(extra_env or {})
-    log = log_dir / "farebox.log"
+    log = log_dir / log_name
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

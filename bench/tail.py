@@ -19,7 +19,6 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import procstat
 import stack
@@ -30,22 +29,7 @@ BENCH = Path(__file__).resolve().parent
 
 
 async def _timeline(url: str, body: bytes, auth: str, n: int) -> list[float]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    raw_reader, writer = await asyncio.open_connection(host, port)
-    reader = ttfb._Reader(raw_reader)
-    out = []
-    try:
-        for _ in range(n):
-            _, total = await ttfb._one(reader, writer, request)
-            out.append(total * 1000)
-    finally:
-        writer.close()
-    return out
+    return (await ttfb.sequence(url, body, auth, n))[1]
 
 
 def _summary(name: str, ms: list[float]) -> str:

@@ -91,30 +91,39 @@ async def _one(
     return first - t0, done - t0
 
 
-def measure(url: str, body: bytes, auth: str, requests: int, warmup: int = WARMUP) -> TtfbResult:
-    return asyncio.run(_measure(url, body, auth, requests, warmup))
-
-
-async def _measure(url: str, body: bytes, auth: str, requests: int, warmup: int) -> TtfbResult:
+async def sequence(
+    url: str, body: bytes, auth: str, n: int, *, stream: bool = False
+) -> tuple[list[float], list[float]]:
+    """n requests one after another on one keep-alive connection: ms to the first body byte, and
+    to the whole answer, for each (`stream` asks the bench upstream for its SSE answer)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extra = "X-Bench-Stream: 1\r\nAccept: text/event-stream\r\n" if stream else ""
     request = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
-        f"Content-Type: application/json\r\nX-Bench-Stream: 1\r\nAccept: text/event-stream\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     raw_reader, writer = await asyncio.open_connection(host, port)
     reader = _Reader(raw_reader)
     firsts: list[float] = []
     totals: list[float] = []
     try:
-        for i in range(warmup + requests):
+        for _ in range(n):
             first, total = await _one(reader, writer, request)
-            if i >= warmup:
-                firsts.append(first * 1000)
-                totals.append(total * 1000)
+            firsts.append(first * 1000)
+            totals.append(total * 1000)
     finally:
         writer.close()
+    return firsts, totals
+
+
+def measure(url: str, body: bytes, auth: str, requests: int, warmup: int = WARMUP) -> TtfbResult:
+    return asyncio.run(_measure(url, body, auth, requests, warmup))
+
+
+async def _measure(url: str, body: bytes, auth: str, requests: int, warmup: int) -> TtfbResult:
+    firsts, totals = await sequence(url, body, auth, warmup + requests, stream=True)
+    del firsts[:warmup], totals[:warmup]
     firsts.sort()
     totals.sort()
     return TtfbResult(

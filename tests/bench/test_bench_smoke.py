@@ -66,6 +66,9 @@ def test_harness_measures_every_target_and_checks_the_ledger(
     results = json.loads(out.read_text())
 
     assert set(results) >= {"meta", "runs", "ttfb", "ledger", "memory", "summary"}
+    machine = results["meta"]["machine"]
+    assert len(machine["calibration_loop_ms"]) == 2 and all(ms > 0 for ms in machine["calibration_loop_ms"])
+    assert machine["executable"].startswith(".venv/bin/python") or Path(machine["executable"]).is_absolute()
     seen = {(r["mode"], r["target"], r["connections"]) for r in results["runs"]}
     assert seen == {
         (m, t, c)

@@ -1,0 +1,145 @@
+"""Two versions of Farebox side by side, timed in interleaved segments: small effects on a noisy host.
+
+    .venv/bin/python bench/ab.py [--base HEAD] [--rounds 12] [--requests 400] [--mode chat|chat_stream]
+
+Checks `--base` out into a temporary git worktree and starts it beside the working tree's
+Farebox, both in the benchmark's production configuration (2 workers, the ledger-writer process,
+budgets, ledger and metrics on), each with its own Postgres database and Redis namespace, in
+front of one nginx upstream. Both run on this venv's packages. Then, round after round, it sends
+`--requests` requests one after another over one keep-alive connection to nginx directly, to the
+base and to the working tree, in an order that alternates each round, so the host's drift falls
+on both alike. Per segment it records the median latency (and, for streams, the median time to
+the first body byte) and the proxy's CPU per request (its whole process tree, from /proc).
+
+Prints each figure's median over the rounds for both versions and the median of the per-round
+differences (working tree minus base) with their range and in how many rounds the working tree
+was lower: the paired difference cancels what the shared machine does to both in the same
+minute, which a pair of whole `bench/run.py` runs minutes apart does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from statistics import median
+
+import procstat
+import stack
+import ttfb
+
+BENCH = Path(__file__).resolve().parent
+REQUESTS = {"chat": "request_chat.json", "chat_stream": "request_chat_stream.json"}
+
+
+def _worktree(rev: str, cleanup: ExitStack) -> Path:
+    where = Path(tempfile.mkdtemp(prefix="farebox-ab-")) / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(where), rev], cwd=stack.ROOT, check=True)
+    cleanup.callback(shutil.rmtree, where.parent, ignore_errors=True)
+    cleanup.callback(
+        subprocess.run, ["git", "worktree", "remove", "--force", str(where)], cwd=stack.ROOT, check=False
+    )
+    return where
+
+
+def _start(
+    cleanup: ExitStack, label: str, root: Path, upstream: stack.Upstream, redis_url: str, log_dir: Path
+) -> stack.Farebox:
+    db = stack.Database().create()
+    cleanup.callback(db.drop)
+    namespace = f"fbab{uuid.uuid4().hex[:10]}"
+    cleanup.callback(stack.drop_namespace, redis_url, namespace)
+    fb = stack.start_farebox(
+        upstream.metered_url, db.url, redis_url, namespace, 2, log_dir, root=root, log_name=f"farebox-{label}.log"
+    )
+    cleanup.callback(fb.stop)
+    fb.setup_team()
+    return fb
+
+
+def _spread(values: list[float]) -> str:
+    lower = sum(1 for v in values if v < 0)
+    return (
+        f"{median(values):+.3f} ({min(values):+.3f} to {max(values):+.3f}; "
+        f"lower in {lower} of {len(values)} rounds)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog=".venv/bin/python bench/ab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--base", default="HEAD", help="the git revision to compare the working tree with")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--requests", type=int, default=400, help="requests per segment")
+    p.add_argument("--mode", choices=tuple(REQUESTS), default="chat")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = p.parse_args(argv)
+    if shutil.which("nginx") is None:
+        print("nginx is missing: apt-get update && apt-get install -y nginx", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    body = (stack.FIXTURES / REQUESTS[args.mode]).read_bytes()
+    stream = args.mode == "chat_stream"
+    log_dir = BENCH / "results"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", args.base], cwd=stack.ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    with ExitStack() as cleanup:
+        upstream = stack.start_nginx()
+        cleanup.callback(upstream.stop)
+        arms = {
+            "base": _start(cleanup, "base", _worktree(rev, cleanup), upstream, args.redis_url, log_dir),
+            "tree": _start(cleanup, "tree", stack.ROOT, upstream, args.redis_url, log_dir),
+        }
+        targets = {name: (f"{fb.v1}/chat/completions", f"Bearer {fb.key}") for name, fb in arms.items()}
+        targets["direct"] = (f"{upstream.direct_url}/chat/completions", f"Bearer {stack.DIRECT_KEY}")
+        for url, auth in targets.values():
+            asyncio.run(ttfb.sequence(url, body, auth, 300, stream=stream))  # warm-up
+        rows: dict[str, dict[str, list[float]]] = {
+            name: {"p50": [], "first": [], "cpu": []} for name in targets
+        }
+        for r in range(args.rounds):
+            order = ["direct", "base", "tree"] if r % 2 == 0 else ["direct", "tree", "base"]
+            for name in order:
+                url, auth = targets[name]
+                pids = procstat.tree(arms[name].process.pid) if name in arms else []
+                before = procstat.cpu_by_pid(pids)
+                first, total = asyncio.run(ttfb.sequence(url, body, auth, args.requests, stream=stream))
+                cpu = procstat.cpu_delta(before, procstat.cpu_by_pid(pids))
+                rows[name]["p50"].append(median(total))
+                rows[name]["first"].append(median(first))
+                rows[name]["cpu"].append(1000 * cpu / args.requests)
+            print(f"[ab] round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+
+    figures = [("added latency p50, ms", "p50"), ("proxy CPU per request, ms", "cpu")]
+    if args.mode == "chat_stream":
+        figures.insert(1, ("time to first byte over direct, p50, ms", "first"))
+    print(
+        f"## bench/ab.py: working tree against {rev}, {args.mode}, c=1, {args.rounds} rounds of "
+        f"{args.requests} requests each\n"
+    )
+    print(f"| figure | base {rev} | working tree | tree - base, per round: median (range) |")
+    print("|---|---:|---:|---:|")
+    for title, key in figures:
+        if key == "cpu":
+            a, b = rows["base"][key], rows["tree"][key]
+        else:  # against the direct segment of the same round
+            a = [x - d for x, d in zip(rows["base"][key], rows["direct"][key], strict=True)]
+            b = [x - d for x, d in zip(rows["tree"][key], rows["direct"][key], strict=True)]
+        diffs = [y - x for x, y in zip(a, b, strict=True)]
+        print(f"| {title} | {median(a):.3f} | {median(b):.3f} | {_spread(diffs)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
