@@ -11,6 +11,7 @@ import orjson
 import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.errors import FareboxError, InvalidRequest, UpstreamError, UpstreamTimeout
@@ -103,13 +104,23 @@ async def handle_inference(request: Request) -> Response:
     finally:
         upstream.release()
     meter.upstream_done()
+    if upstream.status >= 400:
+        await meter.settle_upstream_error(upstream.status)
+        if upstream.status == 401:
+            raise key_refused()
+        return Response(data, status_code=upstream.status, headers=headers)
     try:
-        await meter.settle_body(upstream.status, data)
+        metered, model = metering.meter_body(call, priced, data, prompt_tokens)
     except metering.GarbageAnswer as exc:
+        await meter.settle_garbage()
         raise UpstreamError("The upstream answered with a body that is not an OpenAI response.") from exc
-    if upstream.status == 401:
-        raise key_refused()
-    return Response(data, status_code=upstream.status, headers=headers)
+    # The answer no longer depends on the settle, so it leaves while Redis runs it: one turn of
+    # the loop lets the settle write its command first, and the hold covers the budget until
+    # the settle lands. The request ends only once it has (SettlingResponse).
+    meter.answer_ready()
+    settling = rt.spawn(meter.settle_answer(metered, upstream.status, model))
+    await asyncio.sleep(0)
+    return SettlingResponse(data, status_code=upstream.status, headers=headers, settling=settling)
 
 
 def _loads(body: bytes) -> object:
@@ -135,7 +146,7 @@ class _Meter:
 
     __slots__ = (
         "rt", "call", "priced", "principal", "hold", "started", "prompt_estimate",
-        "request_id", "upstream_request_id", "pre_s", "upstream_s", "t_forward", "t_back", "path",
+        "request_id", "upstream_request_id", "pre_s", "upstream_s", "t_forward", "t_back", "path", "added_s",
     )
 
     def __init__(self, rt, request, call, priced, principal, hold, started, prompt_estimate) -> None:  # type: ignore[no-untyped-def]
@@ -153,6 +164,7 @@ class _Meter:
         self.upstream_s = 0.0
         self.t_forward = 0.0
         self.t_back: float | None = None  # None for streams: their relay time is not overhead
+        self.added_s: float | None = None  # set when the answer leaves before its settle
 
     def forwarding(self, t0: float) -> None:
         self.t_forward = time.perf_counter()
@@ -169,17 +181,19 @@ class _Meter:
     async def settle_failure(self, status: str, http_status: int) -> None:
         await self._settle(metering.Metered.nothing(), status=status, http_status=http_status, model=None)
 
-    async def settle_body(self, http_status: int, data: bytes) -> None:
-        if http_status >= 400:
-            metrics.record_upstream_error(self.path, http_status)
-            await self._settle(metering.Metered.nothing(), status="upstream_error", http_status=http_status, model=None)
-            return
-        try:
-            metered, model = metering.meter_body(self.call, self.priced, data, self.prompt_estimate)
-        except metering.GarbageAnswer:
-            await self._settle(metering.Metered.nothing(), status="upstream_garbage", http_status=502, model=None)
-            raise
+    def answer_ready(self) -> None:
+        """The answer is complete; the settle that follows is not in the client's way."""
+        self.added_s = self.pre_s + time.perf_counter() - (self.t_back or self.t_forward)
+
+    async def settle_answer(self, metered: metering.Metered, http_status: int, model: str | None) -> None:
         await self._settle(metered, status="ok", http_status=http_status, model=model)
+
+    async def settle_upstream_error(self, http_status: int) -> None:
+        metrics.record_upstream_error(self.path, http_status)
+        await self._settle(metering.Metered.nothing(), status="upstream_error", http_status=http_status, model=None)
+
+    async def settle_garbage(self) -> None:
+        await self._settle(metering.Metered.nothing(), status="upstream_garbage", http_status=502, model=None)
 
     async def settle_stream(self, outcome: StreamOutcome) -> None:
         metered = metering.meter_stream(self.call, self.priced, outcome, self.prompt_estimate)
@@ -221,7 +235,23 @@ class _Meter:
         except Exception:  # never lose the charge, whatever broke: the ledger writer retries it
             log.exception("settle_failed", request_id=self.request_id)
             self.rt.ledger.submit_direct(event)
-        added = self.pre_s
-        if self.t_back is not None:
-            added += time.perf_counter() - self.t_back
+        added = self.added_s
+        if added is None:
+            added = self.pre_s
+            if self.t_back is not None:
+                added += time.perf_counter() - self.t_back
         self.rt.observe(self.principal, event, upstream_s=self.upstream_s, added_s=added)
+
+
+class SettlingResponse(Response):
+    """A complete answer whose settle is already under way: sent first, then the settle awaited."""
+
+    def __init__(self, content: bytes, *, status_code: int, headers: dict[str, str], settling: asyncio.Task[None]) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self.settling = settling
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self.settling)  # cancelling the request must not cancel its charge
