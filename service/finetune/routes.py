@@ -6,12 +6,14 @@ runtime is ready and stops before it closes; no hook in the shared startup code 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
 from service.finetune import estimate_api, files, jobs, webhooks
+from service.finetune.model_owners import claim_unregistered
 from service.finetune.watcher import JobWatcher
 
 
@@ -19,6 +21,8 @@ from service.finetune.watcher import JobWatcher
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher = JobWatcher(app.state.runtime)
     app.state.job_watcher = watcher
+    runtime = app.state.runtime
+    runtime.models.resolve = functools.partial(claim_unregistered, runtime)
     await watcher.start()
     try:
         yield

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
 from service.auth.principal import Principal
@@ -114,13 +115,9 @@ async def settle_job(rt: Runtime, job: FineTuneJob, upstream: dict[str, Any], mo
             )
         )
         if models:
-            await session.execute(
-                _insert_ignore(session.get_bind().dialect.name, OWNED),
-                [{"name": name, "team_id": job.team_id, "job_id": job.id, "created_at": utcnow()} for name in models],
-            )
+            await insert_owned(session, job, models)
         await session.commit()
-    for name in models:  # every replica drops its cached "nobody owns this model"
-        await rt.bus.publish({"type": "model_access_changed", "model": name})
+    await announce_owned(rt, models)
     if result is not None and result.settled and not charged:
         principal = await _principal(rt, job)
         for hook in rt.settle_hooks:
@@ -168,7 +165,20 @@ async def _principal(rt: Runtime, job: FineTuneJob) -> Principal:
     )
 
 
-def _insert_ignore(dialect: str, table: Table) -> Any:
+async def insert_owned(session: AsyncSession, job: FineTuneJob, names: Sequence[str]) -> None:
+    """Record the job's team as the owner of these models (a name already owned is left alone)."""
+    await session.execute(
+        insert_ignore(session.get_bind().dialect.name, OWNED),
+        [{"name": name, "team_id": job.team_id, "job_id": job.id, "created_at": utcnow()} for name in names],
+    )
+
+
+async def announce_owned(rt: Runtime, names: Sequence[str]) -> None:
+    for name in names:  # every replica drops its cached "nobody owns this model"
+        await rt.bus.publish({"type": "model_access_changed", "model": name})
+
+
+def insert_ignore(dialect: str, table: Table) -> Any:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()

@@ -147,7 +147,7 @@ class JobWatcher:
             data = answer.json()
             status = data.get("status") if isinstance(data, dict) else None
             if status in TERMINAL:
-                models = await self._models(job.id, data) if status == "succeeded" else []
+                models = await made_models(self.rt, job.id, data) if status == "succeeded" else []
                 await settle_job(self.rt, job, data, models)
                 return
             await self._keep_hold(job)
@@ -155,27 +155,6 @@ class JobWatcher:
         except Exception as exc:
             log.warning("job_poll_failed", job_id=job.id, failures=job.poll_failures + 1, error=str(exc))
             await self._schedule(job, now, job.poll_failures + 1, None)
-
-    async def _models(self, job_id: str, data: dict[str, Any]) -> list[str]:
-        """The fine-tuned model and its checkpoints: all callable, all the team's."""
-        models = [data["fine_tuned_model"]] if isinstance(data.get("fine_tuned_model"), str) else []
-        after = ""
-        for _ in range(MAX_CHECKPOINT_PAGES):
-            query = "limit=100" + (f"&after={after}" if after else "")
-            answer = await forward.call(
-                self.rt, "GET", f"/fine_tuning/jobs/{job_id}/checkpoints", query=query, timeout=forward.WATCH_TIMEOUT,
-            )
-            if answer.status == 404:  # an upstream without checkpoints
-                break
-            if answer.status != 200:
-                raise UpstreamError(f"the upstream answered {answer.status} for the checkpoints of {job_id}")
-            page = answer.json()
-            items = page.get("data") or []
-            models += [c["fine_tuned_model_checkpoint"] for c in items if isinstance(c.get("fine_tuned_model_checkpoint"), str)]
-            if not page.get("has_more") or not items:
-                break
-            after = items[-1]["id"]
-        return models
 
     async def _keep_hold(self, job: FineTuneJob) -> None:
         reservation = Reservation(job.request_id, job.team_id, job.estimate_nano, (), HOLD_TTL_S)
@@ -205,3 +184,25 @@ class JobWatcher:
         if earliest is None:
             return base
         return min(base, max(0.02, (as_utc(earliest) - utcnow()).total_seconds()))
+
+
+async def made_models(rt: Runtime, job_id: str, data: dict[str, Any]) -> list[str]:
+    """The job's fine-tuned model (once it has one) and its checkpoints so far: all the team's."""
+    models = [data["fine_tuned_model"]] if isinstance(data.get("fine_tuned_model"), str) else []
+    after = ""
+    for _ in range(MAX_CHECKPOINT_PAGES):
+        query = "limit=100" + (f"&after={after}" if after else "")
+        answer = await forward.call(
+            rt, "GET", f"/fine_tuning/jobs/{job_id}/checkpoints", query=query, timeout=forward.WATCH_TIMEOUT,
+        )
+        if answer.status == 404:  # an upstream without checkpoints
+            break
+        if answer.status != 200:
+            raise UpstreamError(f"the upstream answered {answer.status} for the checkpoints of {job_id}")
+        page = answer.json()
+        items = page.get("data") or []
+        models += [c["fine_tuned_model_checkpoint"] for c in items if isinstance(c.get("fine_tuned_model_checkpoint"), str)]
+        if not page.get("has_more") or not items:
+            break
+        after = items[-1]["id"]
+    return models
