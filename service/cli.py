@@ -124,7 +124,7 @@ def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None
         port=port,
         workers=workers,
         loop="uvloop",
-        http="service.http_protocol:HeadHoldingHttpToolsProtocol",  # httptools, one write per answer
+        http="httptools",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_grace_s),

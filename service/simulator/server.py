@@ -30,7 +30,7 @@ def _answers(host: str, port: int, path: str) -> bool:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    app: ASGIApp, *, probe_path: str = "/", timeout_s: float = 20.0, http: str | type = "httptools"
+    app: ASGIApp, *, probe_path: str = "/", timeout_s: float = 20.0
 ) -> Iterator[str]:
     """Serve app under uvicorn on a free port; yields "http://127.0.0.1:<port>" once it answers."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -40,7 +40,7 @@ def serve_in_thread(
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http=http,  # type: ignore[arg-type]
+        http="httptools",
         lifespan="on",
         log_level="warning",
         access_log=False,
