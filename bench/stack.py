@@ -392,9 +392,11 @@ def start_farebox(
     extra_env: dict[str, str] | None = None,
     *,
     root: Path = ROOT,
+    python: str = sys.executable,
     log_name: str = "farebox.log",
 ) -> Farebox:
-    """`serve` from the checkout at `root` (bench/ab.py passes another revision's worktree)."""
+    """`serve` from the checkout at `root` on `python` (bench/ab.py passes another revision's
+    worktree, or another venv's interpreter)."""
     port = free_port()
     token = "adm_" + uuid.uuid4().hex
     metrics_dir = Path(tempfile.mkdtemp(prefix="farebox-bench-metrics-"))
@@ -416,7 +418,7 @@ def start_farebox(
     log = log_dir / log_name
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [python, "-m", "service", "serve"],
             cwd=root,
             env=env,
             stdout=out,

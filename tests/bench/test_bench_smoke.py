@@ -225,3 +225,25 @@ def test_redis_call_bench_times_both_ways_of_calling(redis_url: str) -> None:
     timed = dict(re.findall(r"^\s+(\S.*?)\s{2,}([\d.]+) us", proc.stdout, flags=re.MULTILINE))
     assert set(timed) == {"redis-py evalsha", "ScriptLanes.call"}  # each checked its reply too
     assert all(float(us) > 0 for us in timed.values())
+
+
+@pytest.mark.slow
+def test_ab_compares_a_revision_with_the_working_tree_and_leaves_no_worktree(
+    pg_admin_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    def worktrees() -> str:
+        return subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    before = worktrees()
+    env = {**os.environ, "FAREBOX_BENCH_LOG_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ab.py"), "--base", "HEAD", "--upstream", "simulator",
+         "--rounds", "2", "--requests", "10", "--mode", "chat_stream", "--redis-url", redis_url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert {"added latency p50, ms", "time to first byte over direct, p50, ms", "proxy CPU per request, ms"} <= set(rows)
+    assert "lower in" in rows["proxy CPU per request, ms"] and "of 2 rounds" in rows["proxy CPU per request, ms"]
+    assert "Calibration loop" in proc.stdout
+    assert worktrees() == before  # the base's worktree is gone
