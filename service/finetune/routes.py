@@ -6,14 +6,13 @@ runtime is ready and stops before it closes; no hook in the shared startup code 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
 from service.finetune import estimate_api, files, jobs, webhooks
-from service.finetune.model_owners import claim_unregistered
+from service.finetune.model_owners import ModelOwners
 from service.finetune.watcher import JobWatcher
 
 
@@ -22,7 +21,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher = JobWatcher(app.state.runtime)
     app.state.job_watcher = watcher
     runtime = app.state.runtime
-    runtime.models.resolve = functools.partial(claim_unregistered, runtime)
+    runtime.models.resolve = ModelOwners(runtime).claim
     await watcher.start()
     try:
         yield

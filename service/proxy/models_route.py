@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.errors import UpstreamError, UpstreamTimeout
+from service.errors import FareboxError, UpstreamError, UpstreamTimeout
 from service.models_access import is_fine_tuned_name
 from service.proxy.upstream import key_refused, response_headers
 from service.runtime import Runtime
@@ -40,12 +40,10 @@ async def list_models(request: Request) -> Response:
         for item in body.get("data", []):
             model_id = item.get("id", "")
             if is_fine_tuned_name(model_id):
-                owner = await rt.models.owner_of(model_id)
-                if owner is not None and owner != principal.team_id:
-                    try:
-                        await rt.models.check_access(principal, model_id)
-                    except Exception:
-                        continue
+                try:
+                    await rt.models.check_access(principal, model_id)
+                except FareboxError:  # another team's, or its owner cannot be checked now: hidden
+                    continue
             visible.append(item)
         body["data"] = visible
         data = orjson.dumps(body)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Self
 
 import pytest
 
 from service.auth.principal import Principal
 from service.db.models import FineTuneJob
-from service.errors import NotFound
+from service.errors import NotFound, UpstreamError
 from service.finetune.model_owners import base_of, could_have_made
-from service.models_access import ModelAccess
+from service.models_access import ModelAccess, Resolution
 
 
 def test_base_of_reads_the_base_of_models_and_checkpoints() -> None:
@@ -68,10 +69,10 @@ async def test_concurrent_requests_for_one_unowned_name_ask_the_upstream_once() 
     calls: list[str] = []
     release = asyncio.Event()
 
-    async def resolve(model: str) -> str | None:
+    async def resolve(model: str) -> Resolution:
         calls.append(model)
         await release.wait()
-        return "team-owner"
+        return Resolution("team-owner")
 
     access.resolve = resolve
     model = "ft:gpt-3.5-turbo-0125:acme::abc"
@@ -87,3 +88,58 @@ async def test_concurrent_requests_for_one_unowned_name_ask_the_upstream_once() 
     assert calls == [model]
     await access.check_access(other, "gpt-3.5-turbo")  # not a fine-tuned name: never resolved
     assert calls == [model]
+
+
+async def test_an_owner_found_by_settlement_meanwhile_is_not_cached_as_open() -> None:
+    """The job settled (recording its models) while the upstream was asked: read again."""
+    access = ModelAccess(lambda: _NoRows())  # type: ignore[arg-type,return-value]
+    model = "ft:gpt-3.5-turbo-0125:acme::abc"
+    reads = 0
+
+    async def read(name: str) -> tuple[str | None, frozenset[str]]:
+        nonlocal reads
+        reads += 1
+        return (None if reads == 1 else "team-owner"), frozenset()
+
+    async def resolve(name: str) -> Resolution:
+        return Resolution(None)  # the job was settled before the resolver looked: no unsettled job
+
+    access._read = read  # type: ignore[method-assign]
+    access.resolve = resolve
+    assert await access.owner_of(model) == "team-owner"
+
+
+async def test_an_unowned_name_an_unsettled_job_might_still_make_is_asked_again_soon() -> None:
+    access = ModelAccess(lambda: _NoRows())  # type: ignore[arg-type,return-value]
+    model = "ft:gpt-3.5-turbo-0125:acme::abc"
+    asked: list[str] = []
+
+    async def resolve(name: str) -> Resolution:
+        asked.append(name)
+        return Resolution(None, may_change=True)
+
+    access.resolve = resolve
+    assert await access.owner_of(model) is None
+    assert await access.owner_of(model) is None
+    assert asked == [model]  # cached, but only briefly
+    expiry = access._cache[model][2]
+    assert expiry - time.monotonic() <= 2.0
+
+
+async def test_a_failed_check_reaches_every_waiter_and_is_asked_again_next_time() -> None:
+    access = ModelAccess(lambda: _NoRows())  # type: ignore[arg-type,return-value]
+    model = "ft:gpt-3.5-turbo-0125:acme::abc"
+    attempts = 0
+
+    async def resolve(name: str) -> Resolution:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0.01)
+        if attempts == 1:
+            raise UpstreamError("the upstream answered 503")
+        return Resolution("team-owner")
+
+    access.resolve = resolve
+    results = await asyncio.gather(*(access.owner_of(model) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, UpstreamError) for r in results) and attempts == 1
+    assert await access.owner_of(model) == "team-owner" and attempts == 2
