@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import Proc, wait_until
@@ -32,10 +33,17 @@ def test_postgres_down_for_30_s_under_load(
 
         down_at = time.monotonic()
         private_postgres.stop()
-        time.sleep(OUTAGE_S)  # the fault itself: the database stays away this long
+        # The replica stays in its load balancer: it serves from Redis, charges wait in the outbox.
+        ready = wait_until(lambda: (r := httpx.get(f"{stack.base_url}/readyz", timeout=5)).json().get("degraded") and r,
+                           15, what="readiness to report the database away")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert ready.json()["checks"]["database"].startswith("error")
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))  # the fault: the database stays away
         private_postgres.start()
         up_at = time.monotonic()
 
+        assert wait_until(lambda: "degraded" not in httpx.get(f"{stack.base_url}/readyz", timeout=5).json(), 30,
+                          what="readiness without the degraded flag once the database is back")
         served_before_recovery = load.count()
         load.wait_for(served_before_recovery + 25)
         calls = load.stop()
