@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from tests.harness import Proc, wait_until
 from tests.reliability.accounting import wait_reconciled
@@ -16,7 +17,27 @@ from tests.reliability.services import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-RESERVATION_TTL_S = 3
+RESERVATION_TTL_S = 8  # outlives a slow restart, so the held amount can still be read after it
+
+
+def pause_with_a_batch_in_flight(postgres: PrivatePostgres, redis: Redis, outbox: str) -> int:
+    """Freeze Postgres at a moment the writer holds a batch it read but cannot commit.
+
+    Frozen at another moment (between batches, or in a query before its next read), the writer
+    holds nothing: thaw it and try again. Returns how many entries the stuck batch holds.
+    """
+    for _ in range(20):
+        postgres.pause()
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            if redis.xpending(outbox, "ledger")["pending"]:
+                time.sleep(0.3)  # a batch whose commit got through just before the pause is acked by now
+                if pending := int(redis.xpending(outbox, "ledger")["pending"]):
+                    return pending
+            time.sleep(0.05)
+        postgres.resume()
+        time.sleep(0.5)
+    raise AssertionError("the ledger writer was never caught holding a batch while Postgres was frozen")
 
 
 def test_sigkill_mid_stream_and_mid_ledger_write(
@@ -38,9 +59,7 @@ def test_sigkill_mid_stream_and_mid_ledger_write(
         slow.wait_for(8)
 
         # Freeze Postgres so the writer is caught holding a batch it read but could not commit.
-        private_postgres.pause()
-        wait_until(lambda: redis.xpending(outbox, "ledger")["pending"] > 0, 20, what="a ledger batch in flight")
-        pending_at_kill = redis.xpending(outbox, "ledger")["pending"]
+        pending_at_kill = pause_with_a_batch_in_flight(private_postgres, redis, outbox)
         killed_at = time.monotonic()
         stack.farebox.kill()
         private_postgres.resume()
