@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/ab.py [--base HEAD] [--rounds 12] [--requests 400] [--mode chat|chat_stream]
                                  [--connections 64 --seconds 3] [--base-python .venv-opt/bin/python]
+                                 [--base-env FAREBOX_NAME=VALUE ...]
 
 Checks `--base` out into a temporary git worktree and starts it beside the working tree's
 Farebox, both in the benchmark's production configuration (2 workers, the ledger-writer process,
 budgets, ledger and metrics on), each with its own Postgres database and Redis namespace, in
 front of one nginx upstream. Both run on this venv's packages, unless `--base-python` names
 another venv's interpreter for the base: with `--base HEAD` and a clean tree, that compares two
-interpreters running the same code. Then, round after round, it sends
+interpreters running the same code; `--base-env` gives the base a setting of its own, so the
+same code can be compared with one setting changed. Then, round after round, it sends
 `--requests` requests one after another over one keep-alive connection to nginx directly, to the
 base and to the working tree, in an order that alternates each round, so the host's drift falls
 on both alike. Per segment it records the median latency (and, for streams, the median time to
@@ -59,14 +61,14 @@ def _worktree(rev: str, cleanup: ExitStack) -> Path:
 
 def _start(
     cleanup: ExitStack, label: str, root: Path, python: str, upstream: stack.Upstream, redis_url: str,
-    log_dir: Path,
+    log_dir: Path, extra_env: dict[str, str] | None = None,
 ) -> stack.Farebox:
     db = stack.Database().create()
     cleanup.callback(db.drop)
     namespace = f"fbab{uuid.uuid4().hex[:10]}"
     cleanup.callback(stack.drop_namespace, redis_url, namespace)
     fb = stack.start_farebox(
-        upstream.metered_url, db.url, redis_url, namespace, 2, log_dir, root=root, python=python,
+        upstream.metered_url, db.url, redis_url, namespace, 2, log_dir, extra_env, root=root, python=python,
         log_name=f"farebox-{label}.log",
     )
     cleanup.callback(fb.stop)
@@ -100,11 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the interpreter (a venv's bin/python) that runs the base: compares interpreters",
     )
     p.add_argument(
+        "--base-env", action="append", default=[], metavar="FAREBOX_NAME=VALUE",
+        help="a setting for the base only (repeatable): with --base HEAD, compares settings",
+    )
+    p.add_argument(
         "--upstream", choices=("nginx", "simulator"), default="nginx",
         help="simulator: for the smoke test only (it is not 10x faster than the proxy)",
     )
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = p.parse_args(argv)
+    base_env = dict(item.split("=", 1) for item in args.base_env)
+    if any(not name.startswith("FAREBOX_") for name in base_env):
+        p.error("--base-env takes FAREBOX_NAME=VALUE")
     if args.upstream == "nginx" and shutil.which("nginx") is None:
         print("nginx is missing: apt-get update && apt-get install -y nginx", file=sys.stderr)
         return 2
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.callback(upstream.stop)
         arms = {
             "base": _start(
-                cleanup, "base", _worktree(rev, cleanup), args.base_python, upstream, args.redis_url, log_dir
+                cleanup, "base", _worktree(rev, cleanup), args.base_python, upstream, args.redis_url, log_dir,
+                base_env,
             ),
             "tree": _start(cleanup, "tree", stack.ROOT, sys.executable, upstream, args.redis_url, log_dir),
         }
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for url, auth in targets.values():
             asyncio.run(ttfb.sequence(url, body, auth, 300, stream=stream))  # warm-up
         rows: dict[str, dict[str, list[float]]] = {
-            name: {"p50": [], "first": [], "cpu": [], "rps": []} for name in targets
+            name: {"p50": [], "p99": [], "first": [], "cpu": [], "rps": []} for name in targets
         }
         saturating = args.connections > 1
         for r in range(args.rounds):
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"{name}: {load.non_2xx} non-2xx, {load.socket_errors} socket errors")
                     done, first, total = load.requests, [load.p50_ms], [load.p50_ms]
                     rows[name]["rps"].append(load.requests / load.duration_s)
+                    rows[name]["p99"].append(load.p99_ms)
                 else:
                     done = args.requests
                     first, total = asyncio.run(ttfb.sequence(url, body, auth, done, stream=stream))
@@ -162,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ab] round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
 
     if saturating:
-        figures = [("requests/s", "rps"), ("p50 latency, ms", "p50"), ("proxy CPU per request, ms", "cpu")]
+        figures = [
+            ("requests/s", "rps"), ("p50 latency, ms", "p50"), ("p99 latency, ms", "p99"),
+            ("proxy CPU per request, ms", "cpu"),
+        ]
         each = f"c={args.connections}, {args.rounds} rounds of {args.seconds:g} s of wrk each"
     else:
         figures = [("added latency p50, ms", "p50"), ("proxy CPU per request, ms", "cpu")]
@@ -172,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     loops.append(calibrate.loop_ms())
     print(f"## bench/ab.py: working tree against {rev}, {args.mode}, {each}\n")
     base_python = "" if args.base_python == sys.executable else f" The base ran on {args.base_python}."
+    if base_env:
+        base_python += " The base ran with " + ", ".join(f"{k}={v}" for k, v in base_env.items()) + "."
     print(
         f"Working tree on {sys.executable}.{base_python} Calibration loop (bench/calibrate.py): "
         f"{loops[0]:.1f} ms at start, {loops[1]:.1f} ms at end.\n"

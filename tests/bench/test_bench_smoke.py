@@ -238,7 +238,8 @@ def test_ab_compares_a_revision_with_the_working_tree_and_leaves_no_worktree(
     env = {**os.environ, "FAREBOX_BENCH_LOG_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "ab.py"), "--base", "HEAD", "--upstream", "simulator",
-         "--rounds", "2", "--requests", "10", "--mode", "chat_stream", "--redis-url", redis_url],
+         "--rounds", "2", "--requests", "10", "--mode", "chat_stream", "--redis-url", redis_url,
+         "--base-env", "FAREBOX_LOG_LEVEL=INFO"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -246,4 +247,8 @@ def test_ab_compares_a_revision_with_the_working_tree_and_leaves_no_worktree(
     assert {"added latency p50, ms", "time to first byte over direct, p50, ms", "proxy CPU per request, ms"} <= set(rows)
     assert "lower in" in rows["proxy CPU per request, ms"] and "of 2 rounds" in rows["proxy CPU per request, ms"]
     assert "Calibration loop" in proc.stdout
+    # The setting reached the base alone: its log has INFO lines, the tree's (WARNING) none.
+    assert "The base ran with FAREBOX_LOG_LEVEL=INFO." in proc.stdout
+    assert '"level": "info"' in (tmp_path / "farebox-base.log").read_text()
+    assert '"level": "info"' not in (tmp_path / "farebox-tree.log").read_text()
     assert worktrees() == before  # the base's worktree is gone
