@@ -2,7 +2,7 @@
 
 Starlette on uvicorn (uvloop, httptools), one pooled aiohttp session to the upstream and two
 Redis round trips per request (an EVALSHA before forwarding, an EVALSHA + XADD after), in
-N worker processes. No auth, pricing, tokens, ledger or metrics: what is left is the cost
+N worker processes, each on a socket of its own as Farebox's are. No auth, pricing, tokens, ledger or metrics: what is left is the cost
 of relaying in Python at all. bench/run.py starts it beside Farebox:
 
     .venv/bin/python bench/floor_relay.py --port 9300 --upstream http://127.0.0.1:9200/v1 \
@@ -24,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from service import serve_workers
 
 _ENV = "FAREBOX_FLOOR_CONFIG"
 _HOLD = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     os.environ[_ENV] = f"{args.upstream}|{args.redis}|{args.namespace}"
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    uvicorn.run(
+    config = uvicorn.Config(
         "floor_relay:create_app",
         factory=True,
         host="127.0.0.1",
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         log_level="warning",
     )
+    if args.workers > 1:
+        serve_workers.run(config)  # a socket per worker, as Farebox serves (service/serve_workers.py)
+    else:
+        uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -114,11 +114,12 @@ def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None
 
     import uvicorn
 
+    from service import serve_workers
+
     # uvicorn drains, then raises SIGTERM again with the handler it found installed: make that
     # an exit with status 0, so a drained stop does not read as a crash (143) to an orchestrator.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "service.app:create_app",
+    options = dict(
         factory=True,
         host=host,
         port=port,
@@ -131,6 +132,10 @@ def _run_uvicorn(host: str, port: int, workers: int, settings: Settings) -> None
         proxy_headers=True,
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )
+    if workers > 1 and settings.reuse_port and serve_workers.supported():
+        serve_workers.run(uvicorn.Config("service.app:create_app", **options))  # type: ignore[arg-type]
+    else:
+        uvicorn.run("service.app:create_app", **options)  # type: ignore[arg-type]
 
 
 @app.command("ledger-writer")

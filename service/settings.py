@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # With several workers, each listens on a socket of its own (SO_REUSEPORT) so the kernel
+    # spreads connections over them; false: one shared socket, as uvicorn does (serve_workers.py).
+    reuse_port: bool = True
 
     # Upstream: the real OpenAI API, or the simulated one when no key is given.
     upstream_url: str = "https://api.openai.com/v1"
