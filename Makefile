@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
+## The hot-path benchmark (bench/README.md) on an optimized CPython (PGO + LTO) like the
+## production image's; Debian's python3.11 is built that way. BENCH_ARGS passes options on.
+BENCH_PYTHON ?= /usr/bin/python3.11
+bench:
+	$(MAKE) install PYTHON=$(BENCH_PYTHON) VENV=.venv-opt
+	.venv-opt/bin/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-opt var .pytest_cache .hypothesis
