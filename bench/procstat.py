@@ -94,6 +94,40 @@ def peak_rss_bytes(pids: list[int]) -> dict[int, int]:
     return out
 
 
+def connections_per_process(port: int, pids: list[int]) -> list[int]:
+    """Established TCP connections on local `port` that each of `pids` holds, most first.
+
+    Matched through socket inodes: /proc/net/tcp{,6} lists each connection's inode, and
+    /proc/<pid>/fd links to the inodes a process holds.
+    """
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                established.add(fields[9])
+    counts = []
+    for pid in pids:
+        held = 0
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in established
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 class RssSampler:
     """Samples the summed RSS of a process tree in a thread; keeps the peak and the series."""
 

@@ -46,6 +46,7 @@ def summarise(results: dict[str, Any], concurrency: list[int]) -> dict[str, Any]
                 else None,
                 "farebox_cpu_s_per_1k": fb["proxy_cpu_s_per_1k"],
                 "ledger_drain_s": fb.get("ledger_drain_s"),
+                "farebox_connections_per_worker": fb.get("connections_per_worker"),
             }
             if floor:
                 sat["floor_rps"] = floor["rps"]
@@ -53,6 +54,7 @@ def summarise(results: dict[str, Any], concurrency: list[int]) -> dict[str, Any]
                     round(fb["rps"] / floor["rps"], 2) if floor["rps"] else None
                 )
                 sat["floor_cpu_s_per_1k"] = floor["proxy_cpu_s_per_1k"]
+                sat["floor_connections_per_worker"] = floor.get("connections_per_worker")
     if t := results.get("ttfb"):
         out["ttfb_ms"] = {
             "direct_p50": round(t["direct"]["p50_ms"], 3),
@@ -161,9 +163,13 @@ def markdown(results: dict[str, Any]) -> str:
             if sat.get("floor_rps")
             else ""
         )
+        spread = "/".join(map(str, sat.get("farebox_connections_per_worker") or []))
+        if spread:
+            floor_spread = "/".join(map(str, sat.get("floor_connections_per_worker") or []))
+            spread = f"; connections per worker {spread}" + (f" (bare relay {floor_spread})" if floor_spread else "")
         lines.append(
             f"| saturation, {mode}, c={sat['concurrency']} | {sat['farebox_rps']:,.0f} req/s through Farebox, "
-            f"{sat['direct_rps']:,.0f} direct ({sat['upstream_to_farebox_ratio']}x){floor}; ledger caught "
+            f"{sat['direct_rps']:,.0f} direct ({sat['upstream_to_farebox_ratio']}x){floor}{spread}; ledger caught "
             f"up {sat['ledger_drain_s']} s after the load stopped |"
         )
     if t := s.get("ttfb_ms"):

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -171,6 +172,15 @@ class Bench:
         paused = stack.writer_pid(self.farebox.process.pid) if self.args.pause_writer and target == "farebox" else None
         if paused is not None:
             os.kill(paused, signal.SIGSTOP)
+        split: list[int] = []
+        sampler = None
+        if proxy and connections > 1:
+            # How the connections spread over the workers, read once the load tool has opened them.
+            port = int(self.url(target).split("/")[2].rsplit(":", 1)[1])
+            sampler = threading.Timer(
+                min(1.5, duration_s / 2), lambda: split.extend(procstat.connections_per_process(port, proxy))
+            )
+            sampler.start()
         try:
             result = self.load(
                 self.url(target),
@@ -181,6 +191,9 @@ class Bench:
                 duration_s=duration_s,
             )
         finally:
+            if sampler is not None:
+                sampler.cancel()
+                sampler.join()
             if paused is not None:
                 os.kill(paused, signal.SIGCONT)
         drain_s = None
@@ -203,6 +216,8 @@ class Bench:
         }
         if proxy:
             out["proxy_cpu_s_per_1k"] = round(px_cpu * per_k, 4)
+        if split:
+            out["connections_per_worker"] = split
         if drain_s is not None:
             out["ledger_drain_s"] = round(drain_s, 2)
         return out

@@ -84,6 +84,11 @@ def test_harness_measures_every_target_and_checks_the_ledger(
         assert (run.get("proxy_cpu_s_per_1k") or 0) >= 0 and ("proxy_cpu_s_per_1k" in run) == (
             run["target"] != "direct"
         )
+        if run["target"] != "direct" and run["connections"] == 4:
+            # Read from /proc mid-run: the one worker holds the load generator's 4 connections.
+            assert run["connections_per_worker"] == [4], run
+        else:
+            assert "connections_per_worker" not in run
 
     ledger = results["ledger"]
     # The aiohttp generator waits for its in-flight requests, so the count is exact.
