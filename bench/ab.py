@@ -16,7 +16,8 @@ base and to the working tree, in an order that alternates each round, so the hos
 on both alike. Per segment it records the median latency (and, for streams, the median time to
 the first body byte) and the proxy's CPU per request (its whole process tree, from /proc).
 With `--connections 64`, each segment is instead a wrk run at saturation, and the figures are
-requests/s, p50 and CPU per request.
+requests/s, p50, p99 and CPU per request, and each segment's spread of connections over the
+workers is listed round by round.
 
 Prints each figure's median over the rounds for both versions and the median of the per-round
 differences (working tree minus base) with their range and in how many rounds the working tree
@@ -34,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             name: {"p50": [], "p99": [], "first": [], "cpu": [], "rps": []} for name in targets
         }
         saturating = args.connections > 1
+        splits: dict[str, list[str]] = {name: [] for name in arms}  # connections per worker, per round
         for r in range(args.rounds):
             order = ["base", "tree"] if r % 2 == 0 else ["tree", "base"]
             if not saturating:
@@ -154,10 +157,18 @@ def main(argv: list[str] | None = None) -> int:
                 pids = procstat.tree(arms[name].process.pid) if name in arms else []
                 before = procstat.cpu_by_pid(pids)
                 if saturating:
+                    split: list[int] = []
+                    port = int(arms[name].base_url.rsplit(":", 1)[1])
+                    sampler = threading.Timer(
+                        min(1.5, args.seconds / 2), lambda: split.extend(procstat.connections_per_process(port, pids))
+                    )
+                    sampler.start()
                     load = loadgen.run_wrk(
                         url, stack.FIXTURES / REQUESTS[args.mode], auth, stream=stream,
                         connections=args.connections, duration_s=args.seconds,
                     )
+                    sampler.join()
+                    splits[name].append("/".join(map(str, split)) or "?")
                     if load.non_2xx or load.socket_errors:
                         raise RuntimeError(f"{name}: {load.non_2xx} non-2xx, {load.socket_errors} socket errors")
                     done, first, total = load.requests, [load.p50_ms], [load.p50_ms]
@@ -202,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             b = [x - d for x, d in zip(rows["tree"][key], rows["direct"][key], strict=True)]
         diffs = [y - x for x, y in zip(a, b, strict=True)]
         print(f"| {title} | {median(a):.3f} | {median(b):.3f} | {_spread(diffs)} |")
+    if saturating:
+        print("\nConnections per worker, round by round (read from /proc during each segment), with requests/s:\n")
+        for name in arms:
+            rounds = ", ".join(f"{sp} {rps:,.0f}" for sp, rps in zip(splits[name], rows[name]["rps"], strict=True))
+            print(f"- {name}: {rounds}")
     return 0
 
 

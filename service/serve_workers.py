@@ -2,10 +2,10 @@
 
 uvicorn's supervisor binds one socket and every worker accepts from it. A worker woken for a
 burst of connections accepts all of them at once, so a client that opens its keep-alive
-connections together (a load balancer's pool, an SDK's, wrk's) often lands on one worker: 64
-connections were seen split 64/0, 62/2 and 57/7 over two workers, the busy one saturated while
-the other idled. With SO_REUSEPORT each worker has its own listening socket on the same port
-and the kernel spreads new connections over them by their address hash.
+connections together (a load balancer's pool, an SDK's, wrk's) often lands on one worker: wrk's
+64 were split 63/1 and 59/5 over two workers (bench/README.md, lever 17). With SO_REUSEPORT
+each worker has its own listening socket on the same port and the kernel spreads new
+connections over them by their address hash.
 
 The supervisor still binds the port (with SO_REUSEPORT, and never listens on it), so the port
 stays Farebox's while a worker restarts; a socket that only is bound receives no connections.
