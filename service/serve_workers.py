@@ -9,9 +9,10 @@ connections over them by their address hash.
 
 The supervisor still binds the port (with SO_REUSEPORT, and never listens on it), so the port
 stays Farebox's while a worker restarts; a socket that only is bound receives no connections.
-What SO_REUSEPORT costs: connections already queued on a worker's socket when that worker dies
-are reset rather than taken by another (Linux 5.14+ migrates them with
-`net.ipv4.tcp_migrate_req=1`).
+What SO_REUSEPORT costs: a connection the kernel has handed to a worker's socket when that
+worker dies or stops (a crash, or uvicorn's SIGHUP restart and SIGTTOU scale-down) is reset
+instead of taken by another worker, until the socket has closed with the worker's last thread.
+Linux 5.14+ migrates such connections with `net.ipv4.tcp_migrate_req=1`.
 """
 
 from __future__ import annotations

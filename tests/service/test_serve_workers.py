@@ -141,9 +141,17 @@ def test_with_reuse_port_off_the_workers_share_one_socket(serve: Callable[..., P
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_the_port(serve: Callable[..., Proc]) -> None:
     farebox = serve()
-    victim, survivor = sorted(_listening_workers(farebox, 2))
+    listening = _listening_workers(farebox, 2)
+    victim, survivor = sorted(listening)
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: not _alive(victim), 10, what="the killed worker to exit")
+    # Its socket closes once its last thread has exited, which can be after the process shows as
+    # a zombie; a connection the kernel hands that socket before then is reset (the cost of a
+    # socket per worker, service/serve_workers.py).
+    wait_until(
+        lambda: not listening[victim] & _tcp_sockets(_port(farebox), LISTEN), 10,
+        what="the killed worker's socket to close",
+    )
 
     # Every new connection reaches a live worker: the dead one's socket left the group with it.
     with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http:
