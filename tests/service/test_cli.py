@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from service import cli as cli_module
 from service.cli import app
 from service.db.migrate import upgrade
 
@@ -21,6 +22,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, Pat
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FAREBOX_DATABASE_URL", url)
     monkeypatch.setenv("COLUMNS", "200")
+    # The CLI's console was made at import, when COLUMNS may not have been set yet (under xdist
+    # it was not): wide enough that rich never cuts a table cell.
+    monkeypatch.setattr(cli_module.console, "width", 200)
     return CliRunner(), db
 
 
