@@ -2,8 +2,8 @@
 
 Starlette on uvicorn (uvloop, httptools), one pooled aiohttp session to the upstream and two
 Redis round trips per request (an EVALSHA before forwarding, an EVALSHA + XADD after), in
-N worker processes, each on a socket of its own as Farebox's are. No auth, pricing, tokens, ledger or metrics: what is left is the cost
-of relaying in Python at all. bench/run.py starts it beside Farebox:
+N worker processes, each on a socket of its own as Farebox's are. No auth, pricing, tokens,
+ledger or metrics: what is left is the cost of relaying in Python at all. bench/run.py starts it beside Farebox:
 
     .venv/bin/python bench/floor_relay.py --port 9300 --upstream http://127.0.0.1:9200/v1 \
         --redis redis://127.0.0.1:6379/0 --namespace fbfloorX --workers 2

@@ -94,13 +94,12 @@ def peak_rss_bytes(pids: list[int]) -> dict[int, int]:
     return out
 
 
-def connections_per_process(port: int, pids: list[int]) -> list[int]:
-    """Established TCP connections on local `port` that each of `pids` holds, most first.
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states as /proc/net/tcp writes them
 
-    Matched through socket inodes: /proc/net/tcp{,6} lists each connection's inode, and
-    /proc/<pid>/fd links to the inodes a process holds.
-    """
-    established = set()
+
+def tcp_socket_inodes(port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets on local `port` in `state`, from /proc/net/tcp and tcp6."""
+    inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -108,23 +107,32 @@ def connections_per_process(port: int, pids: list[int]) -> list[int]:
             continue
         for line in lines:
             fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                established.add(fields[9])
-    counts = []
-    for pid in pids:
-        held = 0
+            if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets a process holds open (empty when it is gone)."""
+    out = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            held += target.startswith("socket:[") and target[8:-1] in established
-        if held:
-            counts.append(held)
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def connections_per_process(port: int, pids: list[int]) -> list[int]:
+    """Established TCP connections on local `port` that each of `pids` holds, most first."""
+    established = tcp_socket_inodes(port, ESTABLISHED)
+    counts = [held for pid in pids if (held := len(socket_inodes(pid) & established))]
     return sorted(counts, reverse=True)
 
 

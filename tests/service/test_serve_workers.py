@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,37 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import FareboxConfig, Proc, start_farebox, wait_until
+from tests.harness import ROOT, FareboxConfig, Proc, start_farebox, wait_until
+
+sys.path.insert(0, str(ROOT / "bench"))
+from procstat import ESTABLISHED, LISTEN, socket_inodes, tcp_socket_inodes  # noqa: E402  (bench/procstat.py)
 
 pytestmark = pytest.mark.timeout(180)
-
-LISTEN, ESTABLISHED = "0A", "01"
-
-
-def _tcp_sockets(port: int, state: str) -> set[int]:
-    """Inodes of the TCP sockets on local `port` in `state`, from /proc/net/tcp and tcp6."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        if not os.path.exists(table):
-            continue
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-                inodes.add(int(fields[9]))
-    return inodes
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(int(target[8:-1]))
-    return out
-
 
 def _workers(serve: Proc) -> list[int]:
     """uvicorn's worker processes under serve (the ledger writer, also spawned, serves no HTTP)."""
@@ -65,24 +41,17 @@ def _workers(serve: Proc) -> list[int]:
 
 def _owners(serve: Proc, inodes: set[int]) -> dict[int, set[int]]:
     """worker pid -> which of `inodes` it holds."""
-    return {pid: held for pid in _workers(serve) if (held := _socket_inodes(pid) & inodes)}
+    return {pid: held for pid in _workers(serve) if (held := socket_inodes(pid) & inodes)}
 
 
 def _port(serve: Proc) -> int:
     return int(serve.base_url.rsplit(":", 1)[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _listening_workers(serve: Proc, count: int) -> dict[int, set[int]]:
     """Poll until `count` workers each listen on the port; worker pid -> its listening sockets."""
     return wait_until(
-        lambda: (owners := _owners(serve, _tcp_sockets(_port(serve), LISTEN))) and len(owners) == count and owners,
+        lambda: (owners := _owners(serve, tcp_socket_inodes(_port(serve), LISTEN))) and len(owners) == count and owners,
         60, what=f"{count} workers listening",
     )
 
@@ -109,7 +78,7 @@ def test_each_worker_listens_alone_and_connections_opened_together_spread(serve:
     listening = _listening_workers(farebox, 2)
     inodes = [inode for held in listening.values() for inode in held]
     assert len(inodes) == len(set(inodes)) == 2  # two sockets, one each, none shared
-    assert not _socket_inodes(farebox.process.pid) & set(inodes)  # the supervisor listens on none
+    assert not socket_inodes(farebox.process.pid) & set(inodes)  # the supervisor listens on none
 
     # 64 keep-alive connections opened at once, as a pool or a load tool opens them: over one
     # shared socket a single worker often accepts nearly all of them.
@@ -121,7 +90,7 @@ def test_each_worker_listens_alone_and_connections_opened_together_spread(serve:
         for client in clients:
             assert client.recv(65536).startswith(b"HTTP/1.1 200")
         held = Counter(
-            {pid: len(inodes) for pid, inodes in _owners(farebox, _tcp_sockets(_port(farebox), ESTABLISHED)).items()}
+            {pid: len(inodes) for pid, inodes in _owners(farebox, tcp_socket_inodes(_port(farebox), ESTABLISHED)).items()}
         )
     finally:
         for client in clients:
@@ -144,12 +113,11 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_the_port(serve: Calla
     listening = _listening_workers(farebox, 2)
     victim, survivor = sorted(listening)
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: not _alive(victim), 10, what="the killed worker to exit")
     # Its socket closes once its last thread has exited, which can be after the process shows as
     # a zombie; a connection the kernel hands that socket before then is reset (the cost of a
     # socket per worker, service/serve_workers.py).
     wait_until(
-        lambda: not listening[victim] & _tcp_sockets(_port(farebox), LISTEN), 10,
+        lambda: not listening[victim] & tcp_socket_inodes(_port(farebox), LISTEN), 10,
         what="the killed worker's socket to close",
     )
 
