@@ -68,7 +68,7 @@ class Runtime:
         )
         self.budgets = BudgetGate(
             self.store, self.sessions, settings=settings, team_ids=self.team_ids,
-            before_rebuild=self.drain_ledger,
+            before_rebuild=self.drain_for_rebuild,
         )
         self.ledger = LedgerWriter(
             self.store,
@@ -158,6 +158,12 @@ class Runtime:
                 if written == 0:
                     break
         return total
+
+    async def drain_for_rebuild(self) -> bool:
+        """One step of draining before a counter rebuild; True once the charges only this process
+        holds (fail-open, never in the outbox) are all in the ledger."""
+        await self.drain_ledger(max_rounds=10)
+        return self.ledger.direct_backlog == 0
 
     async def refresh_gauges(self) -> None:
         """Budget gauges are read at scrape time, not on the hot path."""

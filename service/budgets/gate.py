@@ -24,7 +24,15 @@ from pricing.money import format_usd
 from service.admin.schemas import StandingOut
 from service.auth.principal import Principal
 from service.budgets.policy import BudgetRule, applicable_budgets, rule_from_budget
-from service.budgets.store import BudgetCounter, BudgetStore, CounterState, Denial, Reservation, SettleResult
+from service.budgets.store import (
+    BudgetCounter,
+    BudgetStore,
+    CounterSnapshot,
+    CounterState,
+    Denial,
+    Reservation,
+    SettleResult,
+)
 from service.db.models import Budget
 from service.errors import BudgetExceeded, BudgetStoreUnavailable
 from service.ledger.event import ChargeEvent
@@ -38,6 +46,7 @@ _STALE_RETRY_S = 5.0
 _PER = {"daily": "per day", "weekly": "per week", "monthly": "per month", "total": "in total"}
 _MAINTENANCE_INTERVAL_S = 5.0
 _COUNTERS_CACHE_MAX = 10_000
+_DRAIN_ROUNDS = 100  # before_rebuild calls a rebuild makes at most while the ledger lags its snapshots
 _Counted = tuple[tuple[BudgetRule, ...], float, float, tuple[BudgetCounter, ...]]
 
 
@@ -57,7 +66,7 @@ class BudgetGate:
         *,
         settings: Settings,
         team_ids: Callable[[], Awaitable[Sequence[str]]],
-        before_rebuild: Callable[[], Awaitable[object]] | None = None,
+        before_rebuild: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self._sessions = sessions
@@ -184,21 +193,63 @@ class BudgetGate:
         return [standing_out(state) for state in await self.standing(team_id)]
 
     async def rebuild_from_ledger(self, at: datetime | None = None) -> int:
-        """Set every current counter's spent to the ledger's sum; Postgres is the source of truth."""
+        """Bring every current counter to the ledger's sum while charges keep settling; returns how many moved.
+
+        Postgres is the source of truth. For each team, one atomic store call reads its counters'
+        spent and the outbox position reached; the outbox is then drained, so the ledger holds
+        every charge up to that position, and each counter moves by (ledger sum up to the
+        position) - (spent read). Charges settled meanwhile, by any replica, stay counted once.
+        """
         at = at or datetime.now(timezone.utc)
-        if self.before_rebuild is not None:
-            await self.before_rebuild()  # the outbox first, so the ledger holds every settled charge
+        tz = self._settings.budget_timezone
         async with self._sessions() as session:
             budgets = (await session.execute(select(Budget))).scalars().all()
-            done = 0
-            for budget in budgets:
-                counter = rule_from_budget(budget).counter(at, self._settings.budget_timezone)
-                spent = await spent_by_budget(session, budget, counter.period_start, counter.period_end)
-                await self.store.set_spent(counter, spent)
-                done += 1
-        self.counters_stale = False
-        log.info("counters_rebuilt", counters=done)
-        return done
+        by_team: dict[str, list[Budget]] = {}
+        for budget in budgets:
+            by_team.setdefault(budget.team_id, []).append(budget)
+        snapshots = []
+        for team_id, team_budgets in by_team.items():
+            counters = [rule_from_budget(b).counter(at, tz) for b in team_budgets]
+            snapshots.append((team_budgets, await self.store.snapshot(team_id, counters)))
+        behind = await self._ledger_through([snap for _, snap in snapshots])
+        moved = 0
+        async with self._sessions() as session:
+            for team_budgets, snap in snapshots:
+                if snap.team_id in behind:
+                    continue
+                deltas = [
+                    await spent_by_budget(session, budget, counter.period_start, counter.period_end, snap.through)
+                    - spent
+                    for budget, counter, spent in zip(team_budgets, snap.counters, snap.spent, strict=True)
+                ]
+                moved += await self.store.adjust_spent(snap, deltas)
+        # Left as they were, counters are right up to what the ledger could not be given yet: try again.
+        self.counters_stale = bool(behind)
+        if behind:
+            log.warning("counter_rebuild_waits_for_the_ledger", teams=behind)
+        log.info("counters_rebuilt", counters=moved, teams=len(snapshots) - len(behind))
+        return moved
+
+    async def _ledger_through(self, snapshots: Sequence[CounterSnapshot]) -> set[str]:
+        """Drain the outbox until the ledger holds every charge up to each snapshot's position.
+
+        Returns the teams whose counters must not move: those whose outbox still holds such a
+        charge after _DRAIN_ROUNDS drains (the database away, or an entry it refuses), or every
+        team while this process still holds charges that never reached the outbox (fail-open).
+        Charges settled after the snapshots need not be written first, so traffic cannot keep a
+        rebuild waiting.
+        """
+        waiting = list(snapshots)
+        own_written = self.before_rebuild is None
+        for _ in range(_DRAIN_ROUNDS):
+            if self.before_rebuild is not None:
+                own_written = await self.before_rebuild()
+            waiting = [s for s in waiting if await self.store.outbox_holds_through(s.team_id, s.through)]
+            if (not waiting and own_written) or self.before_rebuild is None:
+                break
+        if not own_written:
+            return {s.team_id for s in snapshots}
+        return {s.team_id for s in waiting}
 
     # Maintenance: reap dead holds, rebuild counters once the store is back
 

@@ -64,19 +64,20 @@ end
 
 # KEYS: reservation, live-reservations zset, done marker, outbox stream, counter...
 # ARGV: request_id, cost, event bytes, done_ttl_s, then per counter: expire_at (0 = never)
-# Returns {settled (1/0), spent/reserved before for each counter..., then after...}.
+# Returns {settled (1/0), outbox entry id ('' when already settled), spent/reserved before for
+# each counter..., then after...}.
 SETTLE = (
     _RELEASE
     + """
 local n = #KEYS - 4
-local out = {0}
+local out = {0, ''}
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[i + 4], 'spent', 'reserved')
   out[#out + 1] = v[1] or '0'
   out[#out + 1] = v[2] or '0'
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
-  for i = 2, 2 * n + 1 do out[#out + 1] = out[i] end
+  for i = 3, 2 * n + 2 do out[#out + 1] = out[i] end
   return out
 end
 out[1] = 1
@@ -88,7 +89,7 @@ for i = 1, n do
   local expire_at = tonumber(ARGV[4 + i])
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
-redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
+out[2] = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[i + 4], 'spent', 'reserved')
@@ -126,4 +127,45 @@ redis.call('HSET', KEYS[1], 'expiry', string.format('%d', expiry))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%d', expiry), ARGV[1])
 return 1
+"""
+
+# KEYS: outbox stream, counter... ARGV: token, then per counter: expire_at (0 = never).
+# Returns {server time in ms, the outbox's last generated id ('0-0' if none), spent of each counter}.
+# Every charge counted in those spents was appended to the outbox at or before that id, and every
+# later one after it; the token marks each counter as snapshotted by this caller (see ADJUST).
+SNAPSHOT = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+local out = {string.format('%d', now_ms), last}
+for i = 2, #KEYS do
+  out[#out + 1] = redis.call('HGET', KEYS[i], 'spent') or '0'
+  redis.call('HSET', KEYS[i], 'rb', ARGV[1])
+  local expire_at = tonumber(ARGV[i])
+  if expire_at > 0 then redis.call('EXPIREAT', KEYS[i], expire_at) end
+end
+return out
+"""
+
+# KEYS: counter... ARGV: token, then per counter: delta, expire_at (0 = never).
+# Adds each delta to a counter still marked with this token (no snapshot taken since), then
+# drops the mark. Returns how many counters moved.
+ADJUST = """
+local moved = 0
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 'rb') == ARGV[1] then
+    redis.call('HINCRBY', KEYS[i], 'spent', ARGV[2 * i])
+    redis.call('HDEL', KEYS[i], 'rb')
+    local expire_at = tonumber(ARGV[2 * i + 1])
+    if expire_at > 0 then redis.call('EXPIREAT', KEYS[i], expire_at) end
+    moved = moved + 1
+  end
+end
+return moved
 """

@@ -6,7 +6,7 @@ it behaves like the Redis store, outbox redelivery included, within one process.
 
 from __future__ import annotations
 
-import itertools
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +19,11 @@ from service.budgets.retention import (
 )
 from service.budgets.store import (
     BudgetCounter,
+    CounterSnapshot,
     CounterState,
     Denial,
     OutboxEntry,
+    OutboxPosition,
     Reservation,
     SettleResult,
 )
@@ -34,6 +36,7 @@ class _Counter:
     spent: int = 0
     reserved: int = 0
     expire_at: float = 0.0  # 0: never
+    snapshot_token: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ class MemoryBudgetStore:
         self._held: dict[str, dict[str, _Held]] = {}
         self._done: dict[str, dict[str, float]] = {}
         self._outbox: dict[str, dict[str, _Pending]] = {}
-        self._ids = itertools.count(1)
+        self._last = OutboxPosition(0, 0)
 
     def _counter(self, team_id: str, counter_id: str, now: float) -> _Counter | None:
         counter = self._counters.get((team_id, counter_id))
@@ -139,11 +142,22 @@ class MemoryBudgetStore:
         for budget in reservation.budgets:
             # Never clamp: money spent beyond the hold was still spent.
             self._touch(budget, now).spent += event.cost_nano
-        entry_id = f"{next(self._ids)}-0"
-        self._outbox.setdefault(team, {})[entry_id] = _Pending(event)
+        position = self._next_position(now)
+        self._outbox.setdefault(team, {})[str(position)] = _Pending(event)
         self._done.setdefault(team, {})[request_id] = now + self.done_ttl_s
         after = tuple(self._state(b, now) for b in reservation.budgets)
-        return SettleResult(settled=True, before=before, after=after)
+        return SettleResult(settled=True, before=before, after=after, position=position)
+
+    def _next_position(self, now: float) -> OutboxPosition:
+        """Outbox ids as Redis makes them: the clock's millisecond, a sequence within it, always rising.
+
+        Clock-based, so the ledger rows of an earlier process (whose outbox died with it) sort
+        before every entry of this one.
+        """
+        ms = int(now * 1000)
+        last = self._last
+        self._last = OutboxPosition(ms, 0) if ms > last.ms else OutboxPosition(last.ms, last.seq + 1)
+        return self._last
 
     async def extend(self, reservation: Reservation, ttl_s: int) -> bool:
         if ttl_s < 0:
@@ -180,6 +194,35 @@ class MemoryBudgetStore:
         if spent_nano < 0:
             raise ValueError("spent cannot be negative")
         self._touch(budget, self.clock()).spent = spent_nano
+
+    async def snapshot(self, team_id: str, budgets: Sequence[BudgetCounter]) -> CounterSnapshot:
+        if any(b.team_id != team_id for b in budgets):
+            raise ValueError("a snapshot covers one team's counters")
+        now = self.clock()
+        token = secrets.token_hex(8)
+        spent = []
+        for budget in budgets:
+            counter = self._touch(budget, now)
+            counter.snapshot_token = token
+            spent.append(counter.spent)
+        floor = OutboxPosition(int(now * 1000) - 1, OutboxPosition.MAX_SEQ)
+        return CounterSnapshot(team_id, tuple(budgets), tuple(spent), max(self._last, floor), token)
+
+    async def adjust_spent(self, snapshot: CounterSnapshot, deltas: Sequence[int]) -> int:
+        if len(deltas) != len(snapshot.counters):
+            raise ValueError("one delta per snapshotted counter")
+        now = self.clock()
+        moved = 0
+        for budget, delta in zip(snapshot.counters, deltas, strict=True):
+            counter = self._counter(budget.team_id, budget.counter_id, now)
+            if counter is not None and counter.snapshot_token == snapshot.token:
+                counter.spent += delta
+                counter.snapshot_token = None
+                moved += 1
+        return moved
+
+    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
+        return any(OutboxPosition.parse(entry_id) <= through for entry_id in self._outbox.get(team_id, {}))
 
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
         """Up to `count` entries per team: abandoned ones (idle past claim_idle_s), then new."""

@@ -36,9 +36,11 @@ from service.budgets.retention import (
 )
 from service.budgets.store import (
     BudgetCounter,
+    CounterSnapshot,
     CounterState,
     Denial,
     OutboxEntry,
+    OutboxPosition,
     Reservation,
     SettleResult,
 )
@@ -140,6 +142,8 @@ class RedisBudgetStore:
         self._settle = _Script(lua.SETTLE)
         self._reap = _Script(lua.REAP)
         self._extend = _Script(lua.EXTEND)
+        self._snapshot = _Script(lua.SNAPSHOT)
+        self._adjust = _Script(lua.ADJUST)
         self._groups: set[str] = set()
         self._claim_cursor: dict[str, str] = {}
         # When each team's pending entries are next scanned for abandoned ones (see _read).
@@ -225,7 +229,7 @@ class RedisBudgetStore:
         args += [counter_expires_at(b) for b in reservation.budgets]
         reply = await self._call(lambda: self._settle.on_lane(self._lanes, self.client, keys, args))
         n = len(reservation.budgets)
-        values = [_int(v) for v in reply[1:]]
+        values = [_int(v) for v in reply[2:]]
         before = tuple(
             CounterState(b, values[2 * i], values[2 * i + 1])
             for i, b in enumerate(reservation.budgets)
@@ -234,7 +238,9 @@ class RedisBudgetStore:
             CounterState(b, values[2 * (n + i)], values[2 * (n + i) + 1])
             for i, b in enumerate(reservation.budgets)
         )
-        return SettleResult(settled=int(reply[0]) == 1, before=before, after=after)
+        settled = int(reply[0]) == 1
+        position = OutboxPosition.parse(reply[1]) if settled else None
+        return SettleResult(settled=settled, before=before, after=after, position=position)
 
     async def extend(self, reservation: Reservation, ttl_s: int) -> bool:
         if ttl_s < 0:
@@ -282,6 +288,34 @@ class RedisBudgetStore:
                 await pipe.execute()
 
         await self._call(write)
+
+    async def snapshot(self, team_id: str, budgets: Sequence[BudgetCounter]) -> CounterSnapshot:
+        if any(b.team_id != team_id for b in budgets):
+            raise ValueError("a snapshot covers one team's counters")
+        token = secrets.token_hex(8)
+        keys = [self.outbox_key(team_id)] + [self.counter_key(b) for b in budgets]
+        args: list[Any] = [token] + [counter_expires_at(b) for b in budgets]
+        reply = await self._call(lambda: self._snapshot(self.client, keys, args))
+        # A stream that Redis lost (restart without persistence) starts again from the server's
+        # clock: every entry of the old one is earlier than the millisecond this call ran in.
+        floor = OutboxPosition(int(reply[0]) - 1, OutboxPosition.MAX_SEQ)
+        through = max(OutboxPosition.parse(reply[1]), floor)
+        spent = tuple(_int(v) for v in reply[2:])
+        return CounterSnapshot(team_id, tuple(budgets), spent, through, token)
+
+    async def adjust_spent(self, snapshot: CounterSnapshot, deltas: Sequence[int]) -> int:
+        if len(deltas) != len(snapshot.counters):
+            raise ValueError("one delta per snapshotted counter")
+        keys = [self.counter_key(b) for b in snapshot.counters]
+        args: list[Any] = [snapshot.token]
+        for budget, delta in zip(snapshot.counters, deltas, strict=True):
+            args += [int(delta), counter_expires_at(budget)]
+        return int(await self._call(lambda: self._adjust(self.client, keys, args)))
+
+    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
+        # Acked entries are deleted (ack_outbox), so any entry left up to `through` is unwritten.
+        key = self.outbox_key(team_id)
+        return bool(await self._call(lambda: self.client.xrange(key, "-", str(through), count=1)))
 
     # The outbox.
 

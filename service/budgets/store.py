@@ -63,13 +63,53 @@ class Denial:
     requested_nano: int
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class OutboxPosition:
+    """Where an entry sits in its team's outbox; later entries compare greater (a Redis stream id)."""
+
+    ms: int
+    seq: int
+
+    # A position past any real entry's sequence within one millisecond (stored in a BIGINT column).
+    MAX_SEQ = (1 << 63) - 1
+
+    @classmethod
+    def parse(cls, entry_id: str | bytes) -> OutboxPosition:
+        text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        ms, _, seq = text.partition("-")
+        return cls(int(ms), int(seq or 0))
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
 @dataclass(frozen=True, slots=True)
 class SettleResult:
-    """Whether this call settled (False: already settled before), and spend before/after."""
+    """Whether this call settled (False: already settled before), and spend before/after.
+
+    position is where the charge went in the outbox (None when it was already settled).
+    """
 
     settled: bool
     before: tuple[CounterState, ...]
     after: tuple[CounterState, ...]
+    position: OutboxPosition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSnapshot:
+    """One team's counters' spent, read in one atomic step with the outbox position reached then.
+
+    Every charge counted in `spent` has its outbox entry at or before `through`; every charge
+    settled later lands after it. `token` lets adjust_spent refuse when a later snapshot of the
+    same counter has been taken (two rebuilds at once), so no correction is applied twice.
+    """
+
+    team_id: str
+    counters: tuple[BudgetCounter, ...]
+    spent: tuple[int, ...]
+    through: OutboxPosition
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +151,16 @@ class BudgetStore(Protocol):
     async def standing(self, budgets: Sequence[BudgetCounter]) -> list[CounterState]: ...
 
     async def set_spent(self, budget: BudgetCounter, spent_nano: int) -> None:
-        """Overwrite a counter's spent (rebuild from the ledger)."""
+        """Overwrite a counter's spent (tests and tools; a live rebuild uses snapshot/adjust_spent)."""
+
+    async def snapshot(self, team_id: str, budgets: Sequence[BudgetCounter]) -> CounterSnapshot:
+        """Read these counters' spent and the team's outbox position in one atomic step."""
+
+    async def adjust_spent(self, snapshot: CounterSnapshot, deltas: Sequence[int]) -> int:
+        """Add deltas[i] to each counter's spent whose snapshot is still the latest; returns how many."""
+
+    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
+        """Whether the team's outbox still holds an entry at or before `through` (not yet acked)."""
 
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
         """New and abandoned (holder died) entries, for the ledger writer."""

@@ -105,6 +105,11 @@ class LedgerEntry(SQLModel, table=True):
     started_at: datetime = Field(sa_column=_ts())
     finished_at: datetime = Field(sa_column=_ts())
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # Where the charge sat in its team's outbox (a Redis stream id, ms-seq); NULL for charges
+    # written straight to the ledger. A counter rebuild sums the rows up to a position it read
+    # together with the counter, so charges settled meanwhile are neither lost nor counted twice.
+    outbox_ms: int | None = Field(default=None, sa_column=Column(BigInteger))
+    outbox_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class DailyRollup(SQLModel, table=True):

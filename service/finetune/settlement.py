@@ -104,7 +104,8 @@ async def settle_job(rt: Runtime, job: FineTuneJob, upstream: dict[str, Any], mo
     if result is None and not charged and not rt.settings.fail_open:
         raise StoreDown(f"the budget store did not answer while settling {job.id}")
     async with rt.sessions() as session:
-        await write_events(session, [event])
+        # At its outbox position, so a counter rebuild under way counts it once (gate.rebuild_from_ledger).
+        await write_events(session, [event], [result.position if result is not None else None])
         marked = await session.execute(
             update(JOBS)
             .where(JOBS.c.id == job.id, JOBS.c.settled_at.is_(None))

@@ -11,6 +11,7 @@ from sqlalchemy import String, Table, TypeDecorator, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.budgets.store import OutboxPosition
 from service.db.models import DailyRollup, LedgerEntry
 from service.ledger.event import ChargeEvent
 
@@ -31,6 +32,8 @@ RollupKey = tuple[date, str, str, str, str, str]
 
 # Every field of a charge is a ledger column of the same name.
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ChargeEvent))
+# Where the charge sat in the outbox: known to the writer, not part of the charge itself.
+POSITION_FIELDS = ("outbox_ms", "outbox_seq")
 
 
 def as_utc(ts: datetime) -> datetime:
@@ -39,13 +42,15 @@ def as_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
-def ledger_row(event: ChargeEvent, recorded_at: datetime) -> dict[str, Any]:
+def ledger_row(event: ChargeEvent, recorded_at: datetime, position: OutboxPosition | None = None) -> dict[str, Any]:
     """The ledger row (column -> value) an event becomes."""
     # Shallow on purpose: dataclasses.asdict deep-copies every value and was most of a batch's time.
     row = {name: getattr(event, name) for name in EVENT_FIELDS}
     row["started_at"] = as_utc(event.started_at)
     row["finished_at"] = as_utc(event.finished_at)
     row["recorded_at"] = recorded_at
+    row["outbox_ms"] = position.ms if position is not None else None
+    row["outbox_seq"] = position.seq if position is not None else None
     return row
 
 
@@ -86,40 +91,67 @@ def _insert(dialect: str, table: Table) -> Any:
     raise ValueError(f"the ledger supports PostgreSQL and SQLite, not {dialect!r}")
 
 
-async def write_events(session: AsyncSession, events: Sequence[ChargeEvent]) -> list[str]:
+async def write_events(
+    session: AsyncSession,
+    events: Sequence[ChargeEvent],
+    positions: Sequence[OutboxPosition | None] | None = None,
+) -> list[str]:
     """Insert the events the ledger lacks and add exactly those to ledger_daily; returns their request ids.
 
     Runs in the caller's transaction and does not commit, so a caller can add its own rows atomically.
+    positions[i], when given, is where events[i] sits in its team's outbox.
     """
-    return await write_encoded(session, [ev.to_bytes() for ev in events])
+    return await write_encoded(session, [ev.to_bytes() for ev in events], positions)
 
 
-async def write_encoded(session: AsyncSession, docs: Sequence[bytes]) -> list[str]:
+async def write_encoded(
+    session: AsyncSession,
+    docs: Sequence[bytes],
+    positions: Sequence[OutboxPosition | None] | None = None,
+) -> list[str]:
     """write_events for charges as ChargeEvent.to_bytes encoded them (an outbox's entries).
 
-    On Postgres the bytes go to the database as they are, one JSON array for the whole batch;
-    a document that is not a charge makes the statement fail, as a bad row would. If the same
-    request id comes twice, its first document is the one written.
+    On Postgres the bytes go to the database as they are, one JSON array for the whole batch
+    (each outbox position spliced in as two more members); a document that is not a charge
+    makes the statement fail, as a bad row would. If the same request id comes twice, its
+    first document is the one written.
     """
     if not docs:
         return []
+    if positions is not None and len(positions) != len(docs):
+        raise ValueError("one outbox position (or None) per document")
     recorded_at = datetime.now(timezone.utc)
     if session.get_bind().dialect.name == "postgresql":
+        if positions is not None:
+            docs = [_with_position(doc, pos) for doc, pos in zip(docs, positions, strict=True)]
         batch = b"[" + b",".join(docs) + b"]"
         result = await session.execute(_PG_WRITE, {"events": batch.decode(), "recorded_at": recorded_at})
         return list(result.scalars())
-    return await _write_rows(session, [ChargeEvent.from_bytes(doc) for doc in docs], recorded_at)
+    events = [ChargeEvent.from_bytes(doc) for doc in docs]
+    return await _write_rows(session, events, positions or [None] * len(events), recorded_at)
 
 
-async def _write_rows(session: AsyncSession, events: Sequence[ChargeEvent], recorded_at: datetime) -> list[str]:
+def _with_position(doc: bytes, position: OutboxPosition | None) -> bytes:
+    """The charge's JSON object with outbox_ms and outbox_seq added (unchanged without a position)."""
+    if position is None or not doc.endswith(b"}"):  # not an object: the statement refuses it anyway
+        return doc
+    return b'%s,"outbox_ms":%d,"outbox_seq":%d}' % (doc[:-1], position.ms, position.seq)
+
+
+async def _write_rows(
+    session: AsyncSession,
+    events: Sequence[ChargeEvent],
+    positions: Sequence[OutboxPosition | None],
+    recorded_at: datetime,
+) -> list[str]:
     """The SQLite path: SQLAlchemy inserts in power-of-two chunks, then the rollup upsert."""
-    by_id: dict[str, ChargeEvent] = {}
-    for ev in events:
-        by_id.setdefault(ev.request_id, ev)
+    by_id: dict[str, tuple[ChargeEvent, OutboxPosition | None]] = {}
+    for ev, pos in zip(events, positions, strict=True):
+        by_id.setdefault(ev.request_id, (ev, pos))
     dialect = session.get_bind().dialect.name
     # Sorted by request id (and the rollup by key) so concurrent writers take their row locks
     # in one order and cannot deadlock one another.
-    rows = [ledger_row(by_id[rid], recorded_at) for rid in sorted(by_id)]
+    rows = [ledger_row(by_id[rid][0], recorded_at, by_id[rid][1]) for rid in sorted(by_id)]
     insert_ledger = (
         _insert(dialect, LEDGER)
         .on_conflict_do_nothing(index_elements=[LEDGER.c.request_id])
@@ -137,7 +169,7 @@ async def _write_rows(session: AsyncSession, events: Sequence[ChargeEvent], reco
         index_elements=[DAILY.c[name] for name in ROLLUP_KEY],
         set_={name: DAILY.c[name] + insert_daily.excluded[name] for name in ROLLUP_SUMS},
     )
-    for chunk in _fixed_size_chunks(rollup_rows([by_id[rid] for rid in inserted])):
+    for chunk in _fixed_size_chunks(rollup_rows([by_id[rid][0] for rid in inserted])):
         await session.execute(upsert_daily, chunk)
     return inserted
 
@@ -159,14 +191,15 @@ def _postgres_write_sql() -> str:
     """One statement: insert the batch (a JSON array of events), then sum exactly the rows it
     inserted into ledger_daily. Any batch size is the same prepared statement; nothing is
     rendered or encoded per row on the client."""
-    fields = ", ".join(f"{n} {t}" for n, t in zip(EVENT_FIELDS, _pg_types(LEDGER, EVENT_FIELDS), strict=True))
+    columns = EVENT_FIELDS + POSITION_FIELDS
+    fields = ", ".join(f"{n} {t}" for n, t in zip(columns, _pg_types(LEDGER, columns), strict=True))
     sums = ", ".join(f"sum({n})" for n in ROLLUP_SUMS[1:])
     updates = ", ".join(f"{n} = {DAILY.name}.{n} + excluded.{n}" for n in ROLLUP_SUMS)
     return (
-        f"WITH ins AS (INSERT INTO {LEDGER.name} ({', '.join(EVENT_FIELDS)}, recorded_at) "
-        f"SELECT {', '.join(EVENT_FIELDS)}, CAST(:recorded_at AS TIMESTAMP WITH TIME ZONE) "
+        f"WITH ins AS (INSERT INTO {LEDGER.name} ({', '.join(columns)}, recorded_at) "
+        f"SELECT {', '.join(columns)}, CAST(:recorded_at AS TIMESTAMP WITH TIME ZONE) "
         f"FROM ROWS FROM (json_to_recordset(CAST(:events AS JSON)) AS ({fields})) "
-        f"WITH ORDINALITY AS e({', '.join(EVENT_FIELDS)}, ord) ORDER BY request_id, ord "
+        f"WITH ORDINALITY AS e({', '.join(columns)}, ord) ORDER BY request_id, ord "
         "ON CONFLICT (request_id) DO NOTHING RETURNING *), "
         f"daily AS (INSERT INTO {DAILY.name} ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) "
         "SELECT (started_at AT TIME ZONE 'UTC')::date, team_id, coalesce(key_id, ''), model_requested, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Budget, LedgerEntry
@@ -13,6 +13,7 @@ from service.ledger.entries import as_utc
 
 if TYPE_CHECKING:
     from service.budgets.policy import BudgetRule
+    from service.budgets.store import OutboxPosition
 
 _L = LedgerEntry.__table__.c  # type: ignore[attr-defined]
 
@@ -43,12 +44,14 @@ async def spent_by_budget(
     rule: Budget | BudgetRule,
     period_start: datetime | None,
     period_end: datetime | None,
+    through: OutboxPosition | None = None,
 ) -> int:
     """The ledger spend a budget counts in [period_start, period_end): its team, key, models and kind.
 
     Matches service.budgets.policy.BudgetRule.applies_to (a model matches the requested name or its
     base model; an empty model list restricts nothing), so Redis counters rebuild to what settle added.
-    None bounds mean open-ended (the "total" period).
+    None bounds mean open-ended (the "total" period). With `through`, rows from the team's outbox
+    count only up to that position; rows written straight to the ledger always count.
     """
     query = select(func.coalesce(func.sum(_L.cost_nano), 0)).where(_L.team_id == rule.team_id)
     if rule.key_id is not None:
@@ -58,6 +61,12 @@ async def spent_by_budget(
     if rule.models:
         models = list(rule.models)
         query = query.where(or_(_L.model_requested.in_(models), _L.base_model.in_(models)))
+    if through is not None:
+        query = query.where(or_(
+            _L.outbox_ms.is_(None),
+            _L.outbox_ms < through.ms,
+            and_(_L.outbox_ms == through.ms, _L.outbox_seq <= through.seq),
+        ))
     return await _scalar_int(session, _in_window(query, period_start, period_end))
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
-from service.budgets.store import OutboxEntry
+from service.budgets.store import OutboxEntry, OutboxPosition
 from service.db.models import Team
 from service.ledger.entries import write_encoded, write_events
 from service.ledger.event import ChargeEvent
@@ -144,6 +144,11 @@ class LedgerWriter:
     def pending_estimate(self) -> int:
         """Events this process holds that are not in the ledger yet (the outbox may hold more)."""
         return len(self._held) + len(self._direct) + len(self._rejected_direct)
+
+    @property
+    def direct_backlog(self) -> int:
+        """Charges with no outbox entry (fail-open) that this process has still to write."""
+        return len(self._direct)
 
     @property
     def rejected(self) -> int:
@@ -281,7 +286,8 @@ class LedgerWriter:
                 return 0
         entries = self._held
         # The entries' bytes go to the database as settle encoded them: nothing is decoded here.
-        rejected = set(await self._write_isolating([entry.raw for entry in entries]))
+        positions = [OutboxPosition.parse(entry.entry_id) for entry in entries]
+        rejected = set(await self._write_isolating([entry.raw for entry in entries], positions))
         # Committed: ack. If the ack fails the entries stay held and the retry writes nothing new.
         await self._store.ack_outbox([e for i, e in enumerate(entries) if i not in rejected])
         self._held = []
@@ -295,10 +301,12 @@ class LedgerWriter:
             )
         return len(entries)
 
-    async def _write_isolating(self, docs: list[bytes]) -> list[int]:
+    async def _write_isolating(
+        self, docs: list[bytes], positions: list[OutboxPosition] | None = None
+    ) -> list[int]:
         """Write encoded charges; returns the indexes the database refused as data. Raises when it is down."""
         try:
-            await self._write(docs)
+            await self._write(docs, positions)
             return []
         except Exception as exc:
             if _is_outage(exc) or not await self._database_answers():
@@ -307,17 +315,19 @@ class LedgerWriter:
         rejected = []
         for index, doc in enumerate(docs):
             try:
-                await self._write([doc])
+                await self._write([doc], None if positions is None else [positions[index]])
             except Exception as exc:
                 if _is_outage(exc) or not await self._database_answers():
                     raise
                 rejected.append(index)
         return rejected
 
-    async def _write(self, docs: Sequence[bytes]) -> list[str]:
+    async def _write(
+        self, docs: Sequence[bytes], positions: Sequence[OutboxPosition] | None = None
+    ) -> list[str]:
         """Commit encoded charges; returns the request ids inserted (not those already in the ledger)."""
         async with self._sessions() as session, session.begin():
-            written = await write_encoded(session, docs)
+            written = await write_encoded(session, docs, positions)
         if written and self._on_written is not None:
             await self._notify(written)
         return written

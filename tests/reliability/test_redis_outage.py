@@ -24,21 +24,26 @@ RESERVATION_TTL_S = "3"
 
 
 def _outage(stack: FaultStack, redis: PrivateRedis, key: str) -> tuple[list[Call], float, float]:
-    """Run load, stop Redis for OUTAGE_S, end the load, bring Redis back; returns (calls, down_at, up_at).
+    """Run load, stop Redis for OUTAGE_S, bring it back; returns (calls, down_at, up_at).
 
-    The load ends before Redis returns because the counter rebuild that follows is exact only
-    while no charge settles during it (see docs/faults.md); serving again is checked after.
+    The load goes on until the counter rebuild that follows Redis's return has run, so charges
+    settle while it runs: a rebuild must keep every one of them counted (gate.rebuild_from_ledger).
     """
+    rebuilds = stack.farebox.log().count("counters_rebuilt")
     load = LoadLoop(stack.base_url, key).start()
     try:
         load.wait_for(30)
         down_at = time.monotonic()
         redis.stop()
         time.sleep(OUTAGE_S)  # the fault itself: Redis stays away this long
+        up_at = time.monotonic()
+        redis.start()
+        wait_until(lambda: stack.farebox.log().count("counters_rebuilt") > rebuilds, 30, interval_s=0.1,
+                   what="the counters rebuilt after the outage")
+        served = load.count()
+        load.wait_for(served + 20)  # and still charging after the rebuild
     finally:
         calls = load.stop()
-    up_at = time.monotonic()
-    redis.start()
     return calls, down_at, up_at
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.budgets.store import Denial
+from service.budgets.store import Denial, OutboxPosition
 from tests.service.budgets.builders import TEAM, charge, counter, reservation
 
 
@@ -207,6 +207,60 @@ async def test_set_spent_overwrites_the_counter(store: Any) -> None:
     assert await standing(store, budget) == [(850, 100)]
     assert await store.reserve(reservation("r2", 51, budget)) is not None
     assert await store.reserve(reservation("r3", 50, budget)) is None
+
+
+async def test_a_snapshot_splits_charges_at_its_outbox_position(store: Any) -> None:
+    budget, other = counter(limit_nano=10_000), counter("b2", limit_nano=10_000)
+    first = reservation("r1", 100, budget, other)
+    await store.reserve(first)
+    settled_first = await store.settle(first, charge(first, 70))
+    snap = await store.snapshot(TEAM, [budget, other])
+    later = reservation("r2", 100, budget)
+    await store.reserve(later)
+    settled_later = await store.settle(later, charge(later, 30))
+
+    assert snap.spent == (70, 70)
+    assert settled_first.position is not None and settled_later.position is not None
+    assert settled_first.position <= snap.through < settled_later.position
+    # The outbox's ids are the positions settle reported.
+    entries = await store.read_outbox([TEAM], 10)
+    assert sorted(OutboxPosition.parse(e.entry_id) for e in entries) == [settled_first.position, settled_later.position]
+    assert await store.outbox_holds_through(TEAM, snap.through)
+    await store.ack_outbox([e for e in entries if OutboxPosition.parse(e.entry_id) == settled_first.position])
+    assert not await store.outbox_holds_through(TEAM, snap.through)  # only the later charge is left
+
+    assert await store.adjust_spent(snap, [5, -70]) == 2
+    assert await standing(store, budget, other) == [(105, 0), (0, 0)]
+    assert await store.adjust_spent(snap, [5, 5]) == 0  # a snapshot adjusts once
+    assert await standing(store, budget, other) == [(105, 0), (0, 0)]
+    again = await store.settle(first, charge(first, 70))
+    assert not again.settled and again.position is None
+
+
+async def test_only_the_latest_snapshot_of_a_counter_may_adjust_it(store: Any) -> None:
+    budget = counter(limit_nano=10_000)
+    earlier = await store.snapshot(TEAM, [budget])
+    latest = await store.snapshot(TEAM, [budget])
+    # Two rebuilds computed the same correction: applying both would count it twice.
+    assert await store.adjust_spent(earlier, [400]) == 0
+    assert await store.adjust_spent(latest, [400]) == 1
+    assert await standing(store, budget) == [(400, 0)]
+    with pytest.raises(ValueError):
+        await store.adjust_spent(latest, [1, 2])
+    with pytest.raises(ValueError):
+        await store.snapshot(TEAM, [counter(team_id="team-b")])
+
+
+async def test_a_snapshot_of_an_empty_outbox_comes_after_everything_written_before_it(store: Any) -> None:
+    """An outbox Redis lost in a restart leaves ledger rows with older ids: they must count."""
+    before_ms = int(time.time() * 1000) - 1
+    snap = await store.snapshot(TEAM, [counter()])
+    assert snap.through >= OutboxPosition(before_ms - 1, OutboxPosition.MAX_SEQ)
+    assert snap.spent == (0,)
+    res = reservation("r1", 10, counter())
+    await store.reserve(res)
+    settled = await store.settle(res, charge(res, 10))
+    assert settled.position is not None and settled.position > snap.through
 
 
 async def test_standing_of_unknown_counters_is_zero(store: Any) -> None:

@@ -75,7 +75,7 @@ async def schema_report(url: str) -> tuple[list[object], dict[str, object]]:
 async def test_postgres_upgrades_to_the_models_and_downgrades_to_nothing(fresh_pg: str) -> None:
     assert migrate.current(fresh_pg) is None
     migrate.upgrade(fresh_pg)
-    assert migrate.current(fresh_pg) == migrate.head() == "0001"
+    assert migrate.current(fresh_pg) == migrate.head() == "0002"
 
     diffs, facts = await schema_report(fresh_pg)
     assert diffs == []

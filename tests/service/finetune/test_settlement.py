@@ -9,70 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from service.admin.schemas import BudgetIn
 from service.auth.principal import Principal
-from service.db import migrate
 from service.db.models import FineTuneJob, OwnedModel, utcnow
 from service.finetune.settlement import HOLD_TTL_S, charge_for, job_hold, restore_holds, settle_job
 from service.finetune.watcher import JobWatcher, poll_interval
 from service.ledger.queries import entries_for_request
 from service.runtime import Runtime
-from service.settings import Settings
-from tests.conftest import PG_HOST, PG_PORT
 
 RATE = 8_000
 ESTIMATE_TOKENS = 30_000
 FT_MODEL = "ft:gpt-3.5-turbo-0125:org::abc12345"
-
-
-@pytest.fixture(scope="module")
-def unit_pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    """A database no Farebox process watches, so only these tests claim its jobs."""
-    import psycopg
-
-    name = f"fbt_ftu_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    migrate.upgrade(url)
-    yield url
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def runtimes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Runtime]]:
-    if request.param == "memory":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'farebox.db'}"
-        migrate.upgrade(url)
-        settings = Settings(database_url=url, upstream_url="http://127.0.0.1:9/v1")
-    else:
-        settings = Settings(
-            database_url=request.getfixturevalue("unit_pg_url"), redis_url=request.getfixturevalue("redis_url"),
-            redis_namespace=request.getfixturevalue("redis_namespace"), upstream_url="http://127.0.0.1:9/v1",
-        )
-    first, second = Runtime(settings), Runtime(settings)
-    await first.start()
-    await second.start()
-    yield first, second
-    for rt in (first, second):
-        await rt.stop()
-    if first.redis is None:
-        return
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(settings.redis_url)
-    async for key in client.scan_iter(match=f"{settings.redis_namespace}*", count=1000):
-        await client.delete(key)
-    await client.aclose()
 
 
 async def open_job(rt: Runtime) -> FineTuneJob:

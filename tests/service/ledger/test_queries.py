@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.budgets.store import OutboxPosition
 from service.db.models import Budget, LedgerEntry
 from service.ledger.entries import EVENT_FIELDS
 from service.ledger.queries import entries_for_request, spent_by_budget, total_cost
@@ -84,4 +86,52 @@ async def test_total_cost_and_entries_for_request(sessions: Sessions, team: str)
 def test_every_event_field_is_a_ledger_column() -> None:
     columns = set(LedgerEntry.__table__.columns.keys())  # type: ignore[attr-defined]
     assert set(EVENT_FIELDS) <= columns
-    assert columns - set(EVENT_FIELDS) == {"id", "recorded_at"}
+    assert columns - set(EVENT_FIELDS) == {"id", "recorded_at", "outbox_ms", "outbox_seq"}
+
+
+async def test_spent_through_an_outbox_position_counts_rows_up_to_it_and_every_direct_row(
+    sessions: Sessions, team: str
+) -> None:
+    at = DAY + timedelta(hours=2)
+    events = [charge(team, n, cost, at=at) for n, cost in enumerate((1, 10, 100, 1_000, 10_000), start=1)]
+    positions = [
+        OutboxPosition(1_700_000_000_000, 0),
+        OutboxPosition(1_700_000_000_000, 1),
+        OutboxPosition(1_700_000_000_001, 0),
+        None,  # written straight to the ledger (fail-open): always counts
+        OutboxPosition(1_700_000_000_002, 7),
+    ]
+    async with sessions() as s, s.begin():
+        assert len(await write_events(s, events, positions)) == 5
+    end = DAY + timedelta(days=1)
+    async with sessions() as s:
+        rows = {r.request_id: (r.outbox_ms, r.outbox_seq) for r in await ledger_of(s, team)}
+        assert rows[f"{team}-000002"] == (1_700_000_000_000, 1) and rows[f"{team}-000004"] == (None, None)
+        spent = [
+            await spent_by_budget(s, rule(team), DAY, end, through)
+            for through in (
+                OutboxPosition(1_699_999_999_999, OutboxPosition.MAX_SEQ),
+                OutboxPosition(1_700_000_000_000, 0),
+                OutboxPosition(1_700_000_000_000, OutboxPosition.MAX_SEQ),
+                OutboxPosition(1_700_000_000_002, 6),
+                OutboxPosition(1_700_000_000_002, 7),
+            )
+        ]
+        assert spent == [1_000, 1_001, 1_011, 1_111, 11_111]
+        assert await spent_by_budget(s, rule(team), DAY, end) == 11_111
+
+
+async def test_a_position_is_kept_only_by_the_write_that_inserted_the_row(sessions: Sessions, team: str) -> None:
+    event = charge(team, 1, 5)
+    async with sessions() as s, s.begin():
+        await write_events(s, [event])  # a direct write first (fine-tuning settles this way too)
+    async with sessions() as s, s.begin():
+        assert await write_events(s, [event], [OutboxPosition(9, 9)]) == []
+    async with sessions() as s:
+        (row,) = await ledger_of(s, team)
+        assert (row.outbox_ms, row.outbox_seq) == (None, None)
+
+
+async def ledger_of(s: AsyncSession, team: str) -> list[LedgerEntry]:
+    rows = await s.execute(select(LedgerEntry).where(LedgerEntry.team_id == team))  # type: ignore[arg-type]
+    return list(rows.scalars())
