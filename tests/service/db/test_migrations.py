@@ -16,11 +16,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, pool, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 
 import service.db.models  # noqa: F401  (registers the tables)
+from service.budgets.store import OutboxPosition
 from service.db import migrate
+from service.db.models import Budget
+from service.ledger.queries import spent_by_budget
 
 ROOT = Path(__file__).resolve().parents[3]
 TABLES = {
@@ -146,6 +149,40 @@ async def test_sqlite_upgrades_to_the_models_and_downgrades_to_nothing(tmp_path:
     migrate.downgrade(url)
     assert migrate.current(url) is None
     assert (await schema_report(url))[1]["tables"] == set()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_0002_keeps_existing_ledger_rows_and_counts_them_in_every_rebuild(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Rows written before outbox positions were recorded have none: a rebuild always counts them."""
+    url = request.getfixturevalue("fresh_pg") if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path / 'up.db'}"
+    migrate.upgrade(url, "0001")
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO ledger (request_id, team_id, kind, endpoint, model_requested, fine_tuned, "
+                "priced, prompt_tokens, cached_tokens, completion_tokens, total_tokens, trained_tokens, "
+                "cost_nano, catalog_version, status, usage_source, started_at, finished_at, recorded_at) "
+                "VALUES ('r1', 't', 'inference', '', 'm', false, true, 0, 0, 0, 0, 0, 12345, '', 'ok', "
+                "'upstream', '2025-01-01 00:00:00+00', '2025-01-01 00:00:00+00', '2025-01-01 00:00:00+00')"
+            ))
+        migrate.upgrade(url)
+        assert migrate.current(url) == "0002"
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT outbox_ms, outbox_seq, cost_nano FROM ledger"))).one()
+        async with async_sessionmaker(engine)() as session:
+            spent = await spent_by_budget(
+                session, Budget(id="b", team_id="t", limit_nano=1, period="total"), None, None,
+                OutboxPosition(0, 0),
+            )
+    finally:
+        await engine.dispose()
+    assert tuple(row) == (None, None, 12345)
+    assert spent == 12345
+    migrate.downgrade(url, "0001")
+    assert migrate.current(url) == "0001"
 
 
 def test_migrations_do_not_depend_on_the_working_directory(
