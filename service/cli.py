@@ -310,8 +310,12 @@ def budgets_standing(team: str = typer.Argument(..., help="Team id or name.")) -
 @counters_app.command("rebuild")
 def counters_rebuild() -> None:
     """Recompute every budget counter of the current periods from the ledger (Postgres is the truth)."""
-    n = run_with_runtime(lambda rt: rt.budgets.rebuild_from_ledger())
-    console.print(f"{n} counters rebuilt from the ledger")
+    result = run_with_runtime(lambda rt: rt.budgets.rebuild_from_ledger())
+    console.print(f"{result.counters} counters of {result.teams} teams rebuilt from the ledger")
+    if result.skipped:
+        # Their counters were left as they were: the ledger could not be read exactly for them.
+        console.print(f"[red]not rebuilt, try again shortly:[/red] {', '.join(result.skipped)}")
+        raise typer.Exit(1)
 
 
 def _mount_optional() -> None:

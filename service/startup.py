@@ -28,6 +28,6 @@ async def prepare(rt: Runtime) -> None:
         try:
             await rt.budgets.rebuild_from_ledger()
         except Exception as exc:  # a replica must still start when Redis is briefly away
-            rt.budgets.counters_stale = True
+            rt.budgets.mark_stale()
             log.warning("counter_rebuild_at_start_failed", error=str(exc))
     await asyncio.to_thread(warm)

@@ -152,7 +152,11 @@ async def claim_model(model: str, body: ClaimIn, svc: AdminService = Depends(adm
 
 
 @router.post("/counters/rebuild")
-async def rebuild_counters(request: Request) -> dict[str, int]:
-    """Recompute every budget counter of the current periods from the ledger."""
-    rebuilt = await _runtime(request).budgets.rebuild_from_ledger()
-    return {"counters": rebuilt}
+async def rebuild_counters(request: Request) -> dict[str, object]:
+    """Recompute every budget counter of the current periods from the ledger.
+
+    skipped_teams lists the teams whose counters were left as they were (the ledger could not
+    be read exactly for them); the service tries them again by itself.
+    """
+    result = await _runtime(request).budgets.rebuild_from_ledger()
+    return {"counters": result.counters, "teams": result.teams, "skipped_teams": list(result.skipped)}

@@ -24,10 +24,10 @@ from pricing.money import format_usd
 from service.admin.schemas import StandingOut
 from service.auth.principal import Principal
 from service.budgets.policy import BudgetRule, applicable_budgets, rule_from_budget
+from service.budgets.rebuild import RebuildResult, rebuild_team
 from service.budgets.store import (
     BudgetCounter,
     BudgetStore,
-    CounterSnapshot,
     CounterState,
     Denial,
     Reservation,
@@ -36,7 +36,6 @@ from service.budgets.store import (
 from service.db.models import Budget
 from service.errors import BudgetExceeded, BudgetStoreUnavailable
 from service.ledger.event import ChargeEvent
-from service.ledger.queries import spent_by_budget
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,7 +45,6 @@ _STALE_RETRY_S = 5.0
 _PER = {"daily": "per day", "weekly": "per week", "monthly": "per month", "total": "in total"}
 _MAINTENANCE_INTERVAL_S = 5.0
 _COUNTERS_CACHE_MAX = 10_000
-_DRAIN_ROUNDS = 100  # before_rebuild calls a rebuild makes at most while the ledger lags its snapshots
 _Counted = tuple[tuple[BudgetRule, ...], float, float, tuple[BudgetCounter, ...]]
 
 
@@ -79,6 +77,11 @@ class BudgetGate:
         self._task: asyncio.Task[None] | None = None
         self.before_rebuild = before_rebuild
         self.counters_stale = False  # a charge reached the ledger without the counters
+        self._stale_generation = 0  # bumped by every failure that makes the counters stale
+        # Until then a fail-open request (forwarded without the store) may still write its charge
+        # straight to the ledger: counters stay stale, and are rebuilt again once it has passed.
+        self._unmetered_until = 0.0
+        self._next_rebuild_at = 0.0
 
     # The request path
 
@@ -105,9 +108,10 @@ class BudgetGate:
             denial = await self.store.reserve(reservation)
         except BudgetStoreUnavailable:
             # It may come back empty (restarted without persistence): rebuild from the ledger then.
-            self.counters_stale = True
+            self.mark_stale()
             if self._settings.fail_open:
                 log.warning("budget_store_down_fail_open", request_id=request_id, team_id=principal.team_id)
+                self._unmetered_until = time.monotonic() + self._settings.upstream_timeout_s + 5.0
                 return Hold(reservation, metered=False)
             raise BudgetStoreUnavailable(
                 "Farebox cannot reach its budget store, so it cannot check this request against "
@@ -125,7 +129,7 @@ class BudgetGate:
             return await self.store.settle(hold.reservation, event)
         except BudgetStoreUnavailable:
             # The hold expires by itself; the ledger gets the charge and the counters are rebuilt.
-            self.counters_stale = True
+            self.mark_stale()
             log.warning("settle_store_down", request_id=event.request_id)
             return None
 
@@ -192,15 +196,16 @@ class BudgetGate:
     async def standing_out(self, team_id: str) -> list[StandingOut]:
         return [standing_out(state) for state in await self.standing(team_id)]
 
-    async def rebuild_from_ledger(self, at: datetime | None = None) -> int:
-        """Bring every current counter to the ledger's sum while charges keep settling; returns how many moved.
+    async def rebuild_from_ledger(self, at: datetime | None = None) -> RebuildResult:
+        """Bring every current counter to the ledger's truth while charges keep settling.
 
-        Postgres is the source of truth. For each team, one atomic store call reads its counters'
-        spent and the outbox position reached; the outbox is then drained, so the ledger holds
-        every charge up to that position, and each counter moves by (ledger sum up to the
-        position) - (spent read). Charges settled meanwhile, by any replica, stay counted once.
+        Each team's counters are snapshotted with their outbox position in one store call, then
+        moved by what the ledger and the outbox hold up to it (service/budgets/rebuild.py), so a
+        charge settled meanwhile by any replica stays counted once. Teams that cannot be read
+        exactly are left as they were and the counters stay marked stale, to be tried again.
         """
         at = at or datetime.now(timezone.utc)
+        generation = self._stale_generation
         tz = self._settings.budget_timezone
         async with self._sessions() as session:
             budgets = (await session.execute(select(Budget))).scalars().all()
@@ -211,45 +216,31 @@ class BudgetGate:
         for team_id, team_budgets in by_team.items():
             counters = [rule_from_budget(b).counter(at, tz) for b in team_budgets]
             snapshots.append((team_budgets, await self.store.snapshot(team_id, counters)))
-        behind = await self._ledger_through([snap for _, snap in snapshots])
-        moved = 0
-        async with self._sessions() as session:
-            for team_budgets, snap in snapshots:
-                if snap.team_id in behind:
-                    continue
-                deltas = [
-                    await spent_by_budget(session, budget, counter.period_start, counter.period_end, snap.through)
-                    - spent
-                    for budget, counter, spent in zip(team_budgets, snap.counters, snap.spent, strict=True)
-                ]
-                moved += await self.store.adjust_spent(snap, deltas)
-        # Left as they were, counters are right up to what the ledger could not be given yet: try again.
-        self.counters_stale = bool(behind)
-        if behind:
-            log.warning("counter_rebuild_waits_for_the_ledger", teams=behind)
-        log.info("counters_rebuilt", counters=moved, teams=len(snapshots) - len(behind))
-        return moved
+        # Charges only this process holds (fail-open) must be in the ledger before it is read;
+        # the outbox is drained too, though only to keep what the rebuild reads from it short.
+        own_written = await self.before_rebuild() if self.before_rebuild is not None else True
+        moved, skipped = 0, []
+        for team_budgets, snap in snapshots:
+            n = await rebuild_team(self.store, self._sessions, team_budgets, snap) if own_written else None
+            if n is None:
+                skipped.append(snap.team_id)
+            else:
+                moved += n
+        late = self._unmetered_until - time.monotonic()
+        if self._stale_generation == generation:  # no failure since the rebuild began
+            self.counters_stale = bool(skipped) or late > 0
+        self._next_rebuild_at = time.monotonic() + max(0.0, late)
+        result = RebuildResult(counters=moved, teams=len(snapshots) - len(skipped), skipped=tuple(skipped))
+        if skipped:
+            log.warning("counter_rebuild_left_teams_as_they_were", teams=skipped)
+        log.info("counters_rebuilt", counters=moved, teams=result.teams)
+        return result
 
-    async def _ledger_through(self, snapshots: Sequence[CounterSnapshot]) -> set[str]:
-        """Drain the outbox until the ledger holds every charge up to each snapshot's position.
-
-        Returns the teams whose counters must not move: those whose outbox still holds such a
-        charge after _DRAIN_ROUNDS drains (the database away, or an entry it refuses), or every
-        team while this process still holds charges that never reached the outbox (fail-open).
-        Charges settled after the snapshots need not be written first, so traffic cannot keep a
-        rebuild waiting.
-        """
-        waiting = list(snapshots)
-        own_written = self.before_rebuild is None
-        for _ in range(_DRAIN_ROUNDS):
-            if self.before_rebuild is not None:
-                own_written = await self.before_rebuild()
-            waiting = [s for s in waiting if await self.store.outbox_holds_through(s.team_id, s.through)]
-            if (not waiting and own_written) or self.before_rebuild is None:
-                break
-        if not own_written:
-            return {s.team_id for s in snapshots}
-        return {s.team_id for s in waiting}
+    def mark_stale(self) -> None:
+        """The counters may miss charges: the maintenance loop rebuilds them once the store answers."""
+        self.counters_stale = True
+        self._stale_generation += 1
+        self._next_rebuild_at = 0.0
 
     # Maintenance: reap dead holds, rebuild counters once the store is back
 
@@ -270,13 +261,13 @@ class BudgetGate:
                 reaped = await self.store.reap_expired(await self._team_ids())
                 if reaped:
                     log.warning("reservations_reaped", count=reaped)
-                if self.counters_stale:
+                if self.counters_stale and time.monotonic() >= self._next_rebuild_at:
                     await self.rebuild_from_ledger()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if isinstance(exc, BudgetStoreUnavailable):
-                    self.counters_stale = True  # even with no traffic, rebuild once the store is back
+                    self.mark_stale()  # even with no traffic, rebuild once the store is back
                 log.warning("budget_maintenance_failed", error=str(exc))
 
 

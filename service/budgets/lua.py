@@ -64,8 +64,8 @@ end
 
 # KEYS: reservation, live-reservations zset, done marker, outbox stream, counter...
 # ARGV: request_id, cost, event bytes, done_ttl_s, then per counter: expire_at (0 = never)
-# Returns {settled (1/0), outbox entry id ('' when already settled), spent/reserved before for
-# each counter..., then after...}.
+# Returns {settled (1/0), the charge's outbox entry id (kept in the done marker, so also when
+# already settled), spent/reserved before for each counter..., then after...}.
 SETTLE = (
     _RELEASE
     + """
@@ -76,7 +76,9 @@ for i = 1, n do
   out[#out + 1] = v[1] or '0'
   out[#out + 1] = v[2] or '0'
 end
-if redis.call('EXISTS', KEYS[3]) == 1 then
+local done = redis.call('GET', KEYS[3])
+if done then
+  out[2] = done
   for i = 3, 2 * n + 2 do out[#out + 1] = out[i] end
   return out
 end
@@ -90,7 +92,7 @@ for i = 1, n do
   if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
 end
 out[2] = redis.call('XADD', KEYS[4], '*', 'e', ARGV[3])
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+redis.call('SET', KEYS[3], out[2], 'EX', ARGV[4])
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[i + 4], 'spent', 'reserved')
   out[#out + 1] = v[1] or '0'

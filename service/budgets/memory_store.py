@@ -68,7 +68,8 @@ class MemoryBudgetStore:
         self.clock = clock
         self._counters: dict[tuple[str, str], _Counter] = {}
         self._held: dict[str, dict[str, _Held]] = {}
-        self._done: dict[str, dict[str, float]] = {}
+        # team -> request id -> (forget at, where its charge went in the outbox)
+        self._done: dict[str, dict[str, tuple[float, OutboxPosition]]] = {}
         self._outbox: dict[str, dict[str, _Pending]] = {}
         self._last = OutboxPosition(0, 0)
 
@@ -87,8 +88,8 @@ class MemoryBudgetStore:
         return counter
 
     def _is_done(self, team_id: str, request_id: str, now: float) -> bool:
-        forget_at = self._done.get(team_id, {}).get(request_id)
-        return forget_at is not None and forget_at > now
+        done = self._done.get(team_id, {}).get(request_id)
+        return done is not None and done[0] > now
 
     def _release(self, team_id: str, request_id: str, now: float) -> bool:
         held = self._held.get(team_id, {}).pop(request_id, None)
@@ -137,14 +138,14 @@ class MemoryBudgetStore:
         team, request_id = reservation.team_id, reservation.request_id
         before = tuple(self._state(b, now) for b in reservation.budgets)
         if self._is_done(team, request_id, now):
-            return SettleResult(settled=False, before=before, after=before)
+            return SettleResult(settled=False, before=before, after=before, position=self._done[team][request_id][1])
         self._release(team, request_id, now)
         for budget in reservation.budgets:
             # Never clamp: money spent beyond the hold was still spent.
             self._touch(budget, now).spent += event.cost_nano
         position = self._next_position(now)
         self._outbox.setdefault(team, {})[str(position)] = _Pending(event)
-        self._done.setdefault(team, {})[request_id] = now + self.done_ttl_s
+        self._done.setdefault(team, {})[request_id] = (now + self.done_ttl_s, position)
         after = tuple(self._state(b, now) for b in reservation.budgets)
         return SettleResult(settled=True, before=before, after=after, position=position)
 
@@ -177,7 +178,7 @@ class MemoryBudgetStore:
             expired = [rid for rid, held in self._held.get(team, {}).items() if held.expiry <= now]
             released += sum(self._release(team, rid, now) for rid in expired)
             done = self._done.get(team, {})
-            for rid in [rid for rid, forget_at in done.items() if forget_at <= now]:
+            for rid in [rid for rid, (forget_at, _) in done.items() if forget_at <= now]:
                 del done[rid]
         # Counters of periods long past go the way Redis TTLs take them.
         teams = set(team_ids)
@@ -221,8 +222,15 @@ class MemoryBudgetStore:
                 moved += 1
         return moved
 
-    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
-        return any(OutboxPosition.parse(entry_id) <= through for entry_id in self._outbox.get(team_id, {}))
+    async def outbox_until(
+        self, team_id: str, through: OutboxPosition, limit: int
+    ) -> list[tuple[OutboxPosition, bytes]] | None:
+        entries = [
+            (position, pending.event.to_bytes())
+            for entry_id, pending in self._outbox.get(team_id, {}).items()
+            if (position := OutboxPosition.parse(entry_id)) <= through
+        ]
+        return None if len(entries) > limit else sorted(entries)
 
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
         """Up to `count` entries per team: abandoned ones (idle past claim_idle_s), then new."""

@@ -239,7 +239,8 @@ class RedisBudgetStore:
             for i, b in enumerate(reservation.budgets)
         )
         settled = int(reply[0]) == 1
-        position = OutboxPosition.parse(reply[1]) if settled else None
+        # Settled before: the id its done marker keeps (markers set before positions say "1").
+        position = OutboxPosition.parse(reply[1]) if b"-" in reply[1] else None
         return SettleResult(settled=settled, before=before, after=after, position=position)
 
     async def extend(self, reservation: Reservation, ttl_s: int) -> bool:
@@ -312,10 +313,15 @@ class RedisBudgetStore:
             args += [int(delta), counter_expires_at(budget)]
         return int(await self._call(lambda: self._adjust(self.client, keys, args)))
 
-    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
-        # Acked entries are deleted (ack_outbox), so any entry left up to `through` is unwritten.
+    async def outbox_until(
+        self, team_id: str, through: OutboxPosition, limit: int
+    ) -> list[tuple[OutboxPosition, bytes]] | None:
+        # Acked entries are deleted (ack_outbox), so what is left up to `through` is unwritten.
         key = self.outbox_key(team_id)
-        return bool(await self._call(lambda: self.client.xrange(key, "-", str(through), count=1)))
+        entries = await self._call(lambda: self.client.xrange(key, "-", str(through), count=limit + 1))
+        if len(entries) > limit:
+            return None
+        return [(OutboxPosition.parse(entry_id), fields[b"e"]) for entry_id, fields in entries if fields]
 
     # The outbox.
 
@@ -421,7 +427,9 @@ class RedisBudgetStore:
             by_team.setdefault(entry.team_id, []).append(entry.entry_id)
 
         async def ack() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
+            # One MULTI: an entry acked but left in the stream would never be delivered again,
+            # yet a counter rebuild would take it for one the ledger still lacks.
+            async with self.client.pipeline(transaction=True) as pipe:
                 for team_id, ids in by_team.items():
                     key = self.outbox_key(team_id)
                     pipe.xack(key, OUTBOX_GROUP, *ids)

@@ -87,7 +87,8 @@ class OutboxPosition:
 class SettleResult:
     """Whether this call settled (False: already settled before), and spend before/after.
 
-    position is where the charge went in the outbox (None when it was already settled).
+    position is where the request's charge went in the outbox, also when an earlier call
+    settled it (None when the store no longer knows).
     """
 
     settled: bool
@@ -159,8 +160,10 @@ class BudgetStore(Protocol):
     async def adjust_spent(self, snapshot: CounterSnapshot, deltas: Sequence[int]) -> int:
         """Add deltas[i] to each counter's spent whose snapshot is still the latest; returns how many."""
 
-    async def outbox_holds_through(self, team_id: str, through: OutboxPosition) -> bool:
-        """Whether the team's outbox still holds an entry at or before `through` (not yet acked)."""
+    async def outbox_until(
+        self, team_id: str, through: OutboxPosition, limit: int
+    ) -> list[tuple[OutboxPosition, bytes]] | None:
+        """The team's outbox entries at or before `through` not yet acked; None when over `limit`."""
 
     async def read_outbox(self, team_ids: Sequence[str], count: int) -> list[OutboxEntry]:
         """New and abandoned (holder died) entries, for the ledger writer."""

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.budgets.store import OutboxPosition
 from service.db.models import Budget, LedgerEntry
 from service.ledger.entries import as_utc
 
 if TYPE_CHECKING:
     from service.budgets.policy import BudgetRule
-    from service.budgets.store import OutboxPosition
 
 _L = LedgerEntry.__table__.c  # type: ignore[attr-defined]
 
@@ -82,3 +83,22 @@ def _in_window(query: Any, since: datetime | None, until: datetime | None) -> An
 async def _scalar_int(session: AsyncSession, query: Any) -> int:
     # Postgres sums BIGINT as NUMERIC (Decimal); int() of it is exact.
     return int((await session.execute(query)).scalar_one())
+
+
+async def positions_written(
+    session: AsyncSession, team_id: str, charges: Sequence[tuple[OutboxPosition, datetime]]
+) -> set[OutboxPosition]:
+    """Which of these outbox positions (each with its charge's start) have a ledger row of the team."""
+    found: set[OutboxPosition] = set()
+    for start in range(0, len(charges), 500):
+        chunk = charges[start : start + 500]
+        starts = [as_utc(at) for _, at in chunk]
+        query = select(_L.outbox_ms, _L.outbox_seq).where(
+            _L.team_id == team_id,
+            # The (team_id, started_at) index narrows the search; the positions pick the rows.
+            _L.started_at >= min(starts),
+            _L.started_at <= max(starts),
+            tuple_(_L.outbox_ms, _L.outbox_seq).in_([(p.ms, p.seq) for p, _ in chunk]),
+        )
+        found.update(OutboxPosition(ms, seq) for ms, seq in await session.execute(query))
+    return found

@@ -54,6 +54,8 @@ def test_teams_keys_and_budgets_from_the_cli(cli: tuple[CliRunner, Path]) -> Non
     standing = _ok(runner, "budgets", "standing", "research")
     assert "day" in standing and "0.000000000" in standing
 
+    assert "2 counters of 1 teams rebuilt from the ledger" in _ok(runner, "counters", "rebuild")
+
     assert "revoked" in _ok(runner, "keys", "revoke", key_id)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT revoked_at FROM api_keys").fetchone()[0] is not None

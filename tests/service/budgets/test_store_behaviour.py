@@ -225,16 +225,18 @@ async def test_a_snapshot_splits_charges_at_its_outbox_position(store: Any) -> N
     # The outbox's ids are the positions settle reported.
     entries = await store.read_outbox([TEAM], 10)
     assert sorted(OutboxPosition.parse(e.entry_id) for e in entries) == [settled_first.position, settled_later.position]
-    assert await store.outbox_holds_through(TEAM, snap.through)
+    first_raw = next(e.raw for e in entries if OutboxPosition.parse(e.entry_id) == settled_first.position)
+    assert await store.outbox_until(TEAM, snap.through, 10) == [(settled_first.position, first_raw)]
+    assert await store.outbox_until(TEAM, settled_later.position, 1) is None  # more than the limit
     await store.ack_outbox([e for e in entries if OutboxPosition.parse(e.entry_id) == settled_first.position])
-    assert not await store.outbox_holds_through(TEAM, snap.through)  # only the later charge is left
+    assert await store.outbox_until(TEAM, snap.through, 10) == []  # only the later charge is left
 
     assert await store.adjust_spent(snap, [5, -70]) == 2
     assert await standing(store, budget, other) == [(105, 0), (0, 0)]
     assert await store.adjust_spent(snap, [5, 5]) == 0  # a snapshot adjusts once
     assert await standing(store, budget, other) == [(105, 0), (0, 0)]
     again = await store.settle(first, charge(first, 70))
-    assert not again.settled and again.position is None
+    assert not again.settled and again.position == settled_first.position  # kept by the done marker
 
 
 async def test_only_the_latest_snapshot_of_a_counter_may_adjust_it(store: Any) -> None:
