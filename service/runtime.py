@@ -137,10 +137,15 @@ class Runtime:
     async def settle(self, principal: Principal, hold: Hold, event: ChargeEvent) -> None:
         result = await self.budgets.settle(hold, event)
         if result is None:  # unmetered (fail-open): the ledger writer takes it directly
-            self.ledger.submit_direct(event)
+            self.charge_directly(event)
             return
         for hook in self.settle_hooks:
             hook(principal, hold, result)
+
+    def charge_directly(self, event: ChargeEvent) -> None:
+        """A charge the counters never saw goes straight to the ledger; the counters are rebuilt."""
+        self.ledger.submit_direct(event)
+        self.budgets.mark_stale()
 
     def observe(self, principal: Principal, event: ChargeEvent, *, upstream_s: float, added_s: float) -> None:
         metrics.record_charge(principal.team_name, event)
@@ -159,11 +164,14 @@ class Runtime:
                     break
         return total
 
-    async def drain_for_rebuild(self) -> bool:
-        """One step of draining before a counter rebuild; True once the charges only this process
-        holds (fail-open, never in the outbox) are all in the ledger."""
-        await self.drain_ledger(max_rounds=10)
-        return self.ledger.direct_backlog == 0
+    async def drain_for_rebuild(self, max_rounds: int = 100) -> bool:
+        """Before a counter rebuild: write the charges only this process holds (fail-open, never in
+        the outbox); True once all are in the ledger. The outbox is the writer's: a rebuild reads it."""
+        for _ in range(max_rounds):
+            if not self.ledger.direct_backlog:
+                return True
+            await self.ledger.flush_once(outbox=False)
+        return not self.ledger.direct_backlog
 
     async def refresh_gauges(self) -> None:
         """Budget gauges are read at scrape time, not on the hot path."""

@@ -45,6 +45,7 @@ _STALE_RETRY_S = 5.0
 _PER = {"daily": "per day", "weekly": "per week", "monthly": "per month", "total": "in total"}
 _MAINTENANCE_INTERVAL_S = 5.0
 _COUNTERS_CACHE_MAX = 10_000
+_SKIPPED_RETRY_S = 30.0
 _Counted = tuple[tuple[BudgetRule, ...], float, float, tuple[BudgetCounter, ...]]
 
 
@@ -78,10 +79,7 @@ class BudgetGate:
         self.before_rebuild = before_rebuild
         self.counters_stale = False  # a charge reached the ledger without the counters
         self._stale_generation = 0  # bumped by every failure that makes the counters stale
-        # Until then a fail-open request (forwarded without the store) may still write its charge
-        # straight to the ledger: counters stay stale, and are rebuilt again once it has passed.
-        self._unmetered_until = 0.0
-        self._next_rebuild_at = 0.0
+        self._next_rebuild_at = 0.0  # a rebuild that left teams as they were waits before the next
 
     # The request path
 
@@ -111,7 +109,6 @@ class BudgetGate:
             self.mark_stale()
             if self._settings.fail_open:
                 log.warning("budget_store_down_fail_open", request_id=request_id, team_id=principal.team_id)
-                self._unmetered_until = time.monotonic() + self._settings.upstream_timeout_s + 5.0
                 return Hold(reservation, metered=False)
             raise BudgetStoreUnavailable(
                 "Farebox cannot reach its budget store, so it cannot check this request against "
@@ -206,6 +203,8 @@ class BudgetGate:
         """
         at = at or datetime.now(timezone.utc)
         generation = self._stale_generation
+        # Charges only this process holds (fail-open) go to the ledger before anything is read.
+        own_written = await self.before_rebuild() if self.before_rebuild is not None else True
         tz = self._settings.budget_timezone
         async with self._sessions() as session:
             budgets = (await session.execute(select(Budget))).scalars().all()
@@ -216,20 +215,17 @@ class BudgetGate:
         for team_id, team_budgets in by_team.items():
             counters = [rule_from_budget(b).counter(at, tz) for b in team_budgets]
             snapshots.append((team_budgets, await self.store.snapshot(team_id, counters)))
-        # Charges only this process holds (fail-open) must be in the ledger before it is read;
-        # the outbox is drained too, though only to keep what the rebuild reads from it short.
-        own_written = await self.before_rebuild() if self.before_rebuild is not None else True
         moved, skipped = 0, []
         for team_budgets, snap in snapshots:
             n = await rebuild_team(self.store, self._sessions, team_budgets, snap) if own_written else None
-            if n is None:
+            # n short of the counters: a later snapshot took some over (another rebuild); that one
+            # may have read the ledger before this process's last direct charges, so try again.
+            if n is None or n < len(snap.counters):
                 skipped.append(snap.team_id)
-            else:
-                moved += n
-        late = self._unmetered_until - time.monotonic()
-        if self._stale_generation == generation:  # no failure since the rebuild began
-            self.counters_stale = bool(skipped) or late > 0
-        self._next_rebuild_at = time.monotonic() + max(0.0, late)
+            moved += n or 0
+        if self._stale_generation == generation:  # no failure, no direct charge since it began
+            self.counters_stale = bool(skipped)
+        self._next_rebuild_at = time.monotonic() + (_SKIPPED_RETRY_S if skipped else 0.0)
         result = RebuildResult(counters=moved, teams=len(snapshots) - len(skipped), skipped=tuple(skipped))
         if skipped:
             log.warning("counter_rebuild_left_teams_as_they_were", teams=skipped)
@@ -237,7 +233,8 @@ class BudgetGate:
         return result
 
     def mark_stale(self) -> None:
-        """The counters may miss charges: the maintenance loop rebuilds them once the store answers."""
+        """The counters may miss charges (a store failure, a charge written straight to the ledger):
+        the maintenance loop rebuilds them once the store answers."""
         self.counters_stale = True
         self._stale_generation += 1
         self._next_rebuild_at = 0.0

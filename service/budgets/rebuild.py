@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.budgets.policy import rule_from_budget
@@ -26,7 +27,7 @@ from service.ledger.queries import positions_written, spent_by_budget
 log = structlog.get_logger(__name__)
 
 # Outbox entries up to a snapshot's position that a rebuild reads; past this the team waits.
-PENDING_MAX = 10_000
+PENDING_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +58,12 @@ async def rebuild_team(
             log.error("counter_rebuild_unreadable_outbox_entry", team_id=snapshot.team_id, entry_id=str(position))
             return None
     async with sessions() as session:
+        # Which pending charges the ledger has and the ledger's sums, read at one instant: a
+        # charge written in between would otherwise count twice.
         if session.get_bind().dialect.name == "postgresql":
-            # Which pending charges the ledger has and the ledger's sums, read at one instant.
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:  # SQLite (WAL): the driver begins no transaction for reads; one read transaction
+            await session.execute(text("BEGIN"))
         written = await positions_written(session, snapshot.team_id, [(p, c.started_at) for p, c in charges])
         unwritten = [charge for position, charge in charges if position not in written]
         deltas = []

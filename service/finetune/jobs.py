@@ -163,7 +163,7 @@ async def _release(
         await rt.settle(principal, hold, event)
     except Exception:  # never lose the row; the hold expires by itself
         log.exception("job_release_failed", request_id=event.request_id)
-        rt.ledger.submit_direct(event)
+        rt.charge_directly(event)
 
 
 async def _record(rt: Runtime, job: dict[str, Any]) -> bool:

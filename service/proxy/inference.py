@@ -234,7 +234,7 @@ class _Meter:
             raise
         except Exception:  # never lose the charge, whatever broke: the ledger writer retries it
             log.exception("settle_failed", request_id=self.request_id)
-            self.rt.ledger.submit_direct(event)
+            self.rt.charge_directly(event)
         added = self.added_s
         if added is None:
             added = self.pre_s
