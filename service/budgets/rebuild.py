@@ -22,7 +22,7 @@ from service.budgets.store import BudgetCounter, BudgetStore, CounterSnapshot, O
 from service.db.models import Budget
 from service.ledger.entries import as_utc
 from service.ledger.event import ChargeEvent
-from service.ledger.queries import positions_written, spent_by_budget
+from service.ledger.queries import requests_in_ledger, spent_by_budget
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +64,11 @@ async def rebuild_team(
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         else:  # SQLite (WAL): the driver begins no transaction for reads; one read transaction
             await session.execute(text("BEGIN"))
-        written = await positions_written(session, snapshot.team_id, [(p, c.started_at) for p, c in charges])
-        unwritten = [charge for position, charge in charges if position not in written]
+        # A pending charge whose request has a ledger row is in the sums already: written from
+        # this entry, or straight to the ledger when its settle ran but did not answer (then
+        # writing the entry will change nothing).
+        written = await requests_in_ledger(session, snapshot.team_id, [c.request_id for _, c in charges])
+        unwritten = [charge for _, charge in charges if charge.request_id not in written]
         deltas = []
         for budget, counter, spent in zip(budgets, snapshot.counters, snapshot.spent, strict=True):
             in_ledger = await spent_by_budget(

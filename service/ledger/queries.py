@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.budgets.store import OutboxPosition
@@ -85,20 +85,11 @@ async def _scalar_int(session: AsyncSession, query: Any) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
-async def positions_written(
-    session: AsyncSession, team_id: str, charges: Sequence[tuple[OutboxPosition, datetime]]
-) -> set[OutboxPosition]:
-    """Which of these outbox positions (each with its charge's start) have a ledger row of the team."""
-    found: set[OutboxPosition] = set()
-    for start in range(0, len(charges), 500):
-        chunk = charges[start : start + 500]
-        starts = [as_utc(at) for _, at in chunk]
-        query = select(_L.outbox_ms, _L.outbox_seq).where(
-            _L.team_id == team_id,
-            # The (team_id, started_at) index narrows the search; the positions pick the rows.
-            _L.started_at >= min(starts),
-            _L.started_at <= max(starts),
-            tuple_(_L.outbox_ms, _L.outbox_seq).in_([(p.ms, p.seq) for p, _ in chunk]),
-        )
-        found.update(OutboxPosition(ms, seq) for ms, seq in await session.execute(query))
+async def requests_in_ledger(session: AsyncSession, team_id: str, request_ids: Sequence[str]) -> set[str]:
+    """Which of these request ids of the team have a ledger row (by the unique request_id index)."""
+    found: set[str] = set()
+    for start in range(0, len(request_ids), 500):
+        chunk = list(request_ids[start : start + 500])
+        query = select(_L.request_id).where(_L.team_id == team_id, _L.request_id.in_(chunk))
+        found.update(await session.scalars(query))
     return found

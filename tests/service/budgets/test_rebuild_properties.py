@@ -23,11 +23,15 @@ from service.ledger.entries import write_encoded
 from service.ledger.event import ChargeEvent
 
 # An operation: ("settle", cost) | ("write", n): the writer commits and acks the n oldest entries
-# | ("write_unacked", n): it commits them and dies before acking.
+# | ("write_unacked", n): it commits them and dies before acking | ("direct", n): the n oldest
+# pending charges settled before the snapshot are written straight to the ledger, with no
+# position, as when a settle ran in Redis but its answer was lost and the proxy charged the
+# ledger directly (fail-open). (Such a charge settled after the snapshot is counted twice until
+# the next rebuild: docs/faults.md, known limits.)
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("settle"), st.integers(0, 10**12)),
-        st.tuples(st.sampled_from(["write", "write_unacked"]), st.integers(1, 4)),
+        st.tuples(st.sampled_from(["write", "write_unacked", "direct"]), st.integers(1, 4)),
     ),
     max_size=12,
 )
@@ -57,6 +61,7 @@ async def _scenario(db_url: str, before: list, between: list, inside: list, afte
     counter = rule_from_budget(budget).counter(datetime.now(timezone.utc))
     spent: list[int] = []
     unacked: set[str] = set()
+    cutoff = [OutboxPosition(2**62, 0)]  # until the snapshot: any entry
 
     async def run(ops: list) -> None:
         for op, n in ops:
@@ -70,9 +75,15 @@ async def _scenario(db_url: str, before: list, between: list, inside: list, afte
                 ))
                 spent.append(n)
                 continue
-            entries = [e for e in await store.read_outbox([team], 1000) if e.entry_id not in unacked][:n]
+            entries = [e for e in await store.read_outbox([team], 1000) if e.entry_id not in unacked]
+            if op == "direct":
+                entries = [e for e in entries if OutboxPosition.parse(e.entry_id) <= cutoff[0]]
+            entries = entries[:n]
+            positions = [None if op == "direct" else OutboxPosition.parse(e.entry_id) for e in entries]
             async with sessions() as session, session.begin():
-                await write_encoded(session, [e.raw for e in entries], [OutboxPosition.parse(e.entry_id) for e in entries])
+                await write_encoded(session, [e.raw for e in entries], positions)
+            if op == "direct":  # the outbox entry stays, to be written (a no-op) by the writer later
+                continue
             if op == "write":
                 await store.ack_outbox(entries)
             else:
@@ -82,19 +93,20 @@ async def _scenario(db_url: str, before: list, between: list, inside: list, afte
         await run(before)
         await store.set_spent(counter, wrong)  # a counter gone wrong (a Redis that lost it)
         snapshot = await store.snapshot(team, [counter])
+        cutoff[0] = snapshot.through
         await run(between)
         # The writer acts again between the rebuild's read of the outbox and its ledger reads.
-        real = rebuild.positions_written
+        real = rebuild.requests_in_ledger
 
-        async def writer_meanwhile(*args: object) -> set[OutboxPosition]:
+        async def writer_meanwhile(*args: object) -> set[str]:
             await run(inside)
             return await real(*args)  # type: ignore[arg-type]
 
-        rebuild.positions_written = writer_meanwhile  # type: ignore[assignment]
+        rebuild.requests_in_ledger = writer_meanwhile  # type: ignore[assignment]
         try:
             assert await rebuild.rebuild_team(store, sessions, [budget], snapshot) == 1
         finally:
-            rebuild.positions_written = real
+            rebuild.requests_in_ledger = real
         await run(after)
         (state,) = await store.standing([counter])
         assert state.spent_nano == sum(spent)
