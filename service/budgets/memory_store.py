@@ -138,7 +138,8 @@ class MemoryBudgetStore:
         team, request_id = reservation.team_id, reservation.request_id
         before = tuple(self._state(b, now) for b in reservation.budgets)
         if self._is_done(team, request_id, now):
-            return SettleResult(settled=False, before=before, after=before, position=self._done[team][request_id][1])
+            outbox_id = str(self._done[team][request_id][1])
+            return SettleResult(settled=False, before=before, after=before, outbox_id=outbox_id)
         self._release(team, request_id, now)
         for budget in reservation.budgets:
             # Never clamp: money spent beyond the hold was still spent.
@@ -147,7 +148,7 @@ class MemoryBudgetStore:
         self._outbox.setdefault(team, {})[str(position)] = _Pending(event)
         self._done.setdefault(team, {})[request_id] = (now + self.done_ttl_s, position)
         after = tuple(self._state(b, now) for b in reservation.budgets)
-        return SettleResult(settled=True, before=before, after=after, position=position)
+        return SettleResult(settled=True, before=before, after=after, outbox_id=str(position))
 
     def _next_position(self, now: float) -> OutboxPosition:
         """Outbox ids as Redis makes them: the clock's millisecond, a sequence within it, always rising.

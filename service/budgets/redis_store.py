@@ -238,10 +238,8 @@ class RedisBudgetStore:
             CounterState(b, values[2 * (n + i)], values[2 * (n + i) + 1])
             for i, b in enumerate(reservation.budgets)
         )
-        settled = int(reply[0]) == 1
         # Settled before: the id its done marker keeps (markers set before positions say "1").
-        position = OutboxPosition.parse(reply[1]) if b"-" in reply[1] else None
-        return SettleResult(settled=settled, before=before, after=after, position=position)
+        return SettleResult(settled=int(reply[0]) == 1, before=before, after=after, outbox_id=reply[1])
 
     async def extend(self, reservation: Reservation, ttl_s: int) -> bool:
         if ttl_s < 0:

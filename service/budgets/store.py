@@ -87,14 +87,20 @@ class OutboxPosition:
 class SettleResult:
     """Whether this call settled (False: already settled before), and spend before/after.
 
-    position is where the request's charge went in the outbox, also when an earlier call
-    settled it (None when the store no longer knows).
+    outbox_id is the outbox entry of the request's charge, also when an earlier call settled it
+    (empty when the store no longer knows), as the store gave it: parsed only when asked for.
     """
 
     settled: bool
     before: tuple[CounterState, ...]
     after: tuple[CounterState, ...]
-    position: OutboxPosition | None = None
+    outbox_id: bytes | str = b""
+
+    @property
+    def position(self) -> OutboxPosition | None:
+        """Where the charge sits in the outbox (None for a marker set before positions were kept)."""
+        raw = self.outbox_id.decode() if isinstance(self.outbox_id, bytes) else self.outbox_id
+        return OutboxPosition.parse(raw) if "-" in raw else None
 
 
 @dataclass(frozen=True, slots=True)
