@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.budgets.policy import rule_from_budget
-from service.budgets.store import BudgetCounter, BudgetStore, CounterSnapshot, OutboxPosition
+from service.budgets.store import BudgetCounter, BudgetStore, CounterSnapshot
 from service.db.models import Budget
 from service.ledger.entries import as_utc
 from service.ledger.event import ChargeEvent
@@ -50,10 +50,10 @@ async def rebuild_team(
     if pending is None:
         log.warning("counter_rebuild_outbox_too_long", team_id=snapshot.team_id, limit=PENDING_MAX)
         return None
-    charges: list[tuple[OutboxPosition, ChargeEvent]] = []
+    charges: list[ChargeEvent] = []
     for position, raw in pending:
         try:
-            charges.append((position, ChargeEvent.from_bytes(raw)))
+            charges.append(ChargeEvent.from_bytes(raw))
         except Exception:  # a charge nobody can read: its cost is unknown, so nothing may move
             log.error("counter_rebuild_unreadable_outbox_entry", team_id=snapshot.team_id, entry_id=str(position))
             return None
@@ -67,8 +67,8 @@ async def rebuild_team(
         # A pending charge whose request has a ledger row is in the sums already: written from
         # this entry, or straight to the ledger when its settle ran but did not answer (then
         # writing the entry will change nothing).
-        written = await requests_in_ledger(session, snapshot.team_id, [c.request_id for _, c in charges])
-        unwritten = [charge for _, charge in charges if charge.request_id not in written]
+        written = await requests_in_ledger(session, snapshot.team_id, [c.request_id for c in charges])
+        unwritten = [charge for charge in charges if charge.request_id not in written]
         deltas = []
         for budget, counter, spent in zip(budgets, snapshot.counters, snapshot.spent, strict=True):
             in_ledger = await spent_by_budget(

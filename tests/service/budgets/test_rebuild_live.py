@@ -48,6 +48,18 @@ async def _settle_until(rt: Runtime, principal: Principal, stop: asyncio.Event, 
         await asyncio.sleep(0.001)
 
 
+async def _settle_at_least(rt: Runtime, principal: Principal, n: int) -> list[int]:
+    """Settle charges until at least n are done; returns their costs."""
+    charged: list[int] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(_settle_until(rt, principal, stop, charged))
+    while len(charged) < n:
+        await asyncio.sleep(0.005)
+    stop.set()
+    await task
+    return charged
+
+
 async def _spent(rt: Runtime, team_id: str) -> tuple[int, int]:
     (state,) = await rt.budgets.standing(team_id)
     return state.spent_nano, state.reserved_nano
@@ -67,13 +79,7 @@ async def test_rebuilds_under_live_traffic_keep_every_charge_counted_once(runtim
     principal = Principal(team.id, team.name, "key_1", "", None)
 
     # Charges before the counter is lost (a Redis restarted empty): the first rebuild restores them.
-    before: list[int] = []
-    stop = asyncio.Event()
-    seed = asyncio.create_task(_settle_until(first, principal, stop, before))
-    while len(before) < 20:
-        await asyncio.sleep(0.005)
-    stop.set()
-    await seed
+    before = await _settle_at_least(first, principal, 20)
     (counter,) = [state.budget for state in await first.budgets.standing(team.id)]
     await first.store.set_spent(counter, 0)
 
@@ -116,15 +122,9 @@ async def test_a_rebuild_counts_charges_the_ledger_has_not_got(runtimes: tuple[R
     await rt.admin.create_budget(team.id, BudgetIn(limit_usd=Decimal("1000"), period="daily"))
     await rt.admin.create_budget(team.id, BudgetIn(limit_usd=Decimal("1000"), period="daily", kind="training"))
     principal = Principal(team.id, team.name, "key_1", "", None)
-    charged: list[int] = []
-    stop = asyncio.Event()
-    task = asyncio.create_task(_settle_until(rt, principal, stop, charged))
-    while len(charged) < 30:
-        await asyncio.sleep(0.005)
-    stop.set()
-    await task
+    charged = await _settle_at_least(rt, principal, 30)
     # Half of them reach the ledger; the rest stay in the outbox.
-    entries = sorted(await rt.store.read_outbox([team.id], 1000), key=lambda e: e.entry_id)
+    entries = sorted(await rt.store.read_outbox([team.id], 1000), key=lambda e: OutboxPosition.parse(e.entry_id))
     assert len(entries) == len(charged)
     async with rt.sessions() as session, session.begin():
         half = entries[: len(entries) // 2]
