@@ -3,9 +3,10 @@
     .venv/bin/python bench/inprocess_costs.py [--calls 3000] [--rounds 3]
 
 1. One POST of the benchmark's chat request to the fixed-answer nginx (started here, as
-   bench/run.py starts it) and reading the answer, through the aiohttp session Farebox builds
-   (`service/proxy/upstream.py`), and through a bare session (aiohttp's default connector, no
-   timeouts) for comparison. Interleaved, best of the rounds, `time.process_time` (the kernel's
+   bench/run.py starts it) and reading the answer: through the pool inference requests take
+   (`service/proxy/upstream_pool.py`), through the aiohttp session Farebox keeps for files and
+   fine-tuning jobs (`service/proxy/upstream.py`), and through a bare aiohttp session (default
+   connector, no timeouts) for comparison. Interleaved, best of the rounds, `time.process_time` (the kernel's
    share of the socket calls included).
 2. The metrics one settled request records in multiprocess mode (in-flight gauge up and down,
    the charge's counters, the two latency histograms), in a temporary metrics directory.
@@ -46,6 +47,12 @@ async def upstream_post(base_url: str, calls: int, rounds: int) -> None:
     url = farebox.url("/chat/completions")
     headers = farebox.request_headers({}, "application/json")
 
+    async def pooled() -> None:
+        answer = await farebox.post_json("/chat/completions", "", body, [(b"accept", b"application/json")])
+        assert answer.status == 200
+        await answer.read()
+        answer.release()
+
     def post(session: aiohttp.ClientSession) -> Callable[[], Awaitable[None]]:
         async def one() -> None:
             response = await session.post(url, data=body, headers=headers)
@@ -56,8 +63,9 @@ async def upstream_post(base_url: str, calls: int, rounds: int) -> None:
         return one
 
     ways = {
-        "as Farebox builds it": post(farebox.session),
-        "bare, no timeouts": post(bare),
+        "inference pool": pooled,
+        "aiohttp, as Farebox's": post(farebox.session),
+        "aiohttp, bare": post(bare),
     }
     results: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):

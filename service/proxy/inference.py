@@ -6,7 +6,6 @@ import asyncio
 import time
 from datetime import datetime, timezone
 
-import aiohttp
 import orjson
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +21,7 @@ from service.proxy.calls import InferenceCall, parse_call
 from service.proxy.relay_response import RelayResponse
 from service.proxy.stream_relay import StreamOutcome, relay_stream
 from service.proxy.upstream import key_refused, response_headers
+from service.proxy.upstream_pool import UpstreamAnswer, UpstreamConnectError
 from service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -69,17 +69,18 @@ async def handle_inference(request: Request) -> Response:
     meter = _Meter(rt, request, call, priced, principal, hold, started, prompt_tokens)
     meter.forwarding(t0)
     try:
-        upstream = await rt.upstream.session.post(
-            rt.upstream.url(path[3:], request.scope["query_string"].decode("latin-1")),
-            data=outgoing,
-            headers=rt.upstream.request_headers(request.headers, "application/json"),
+        upstream = await rt.upstream.post_json(
+            path[3:], request.scope["query_string"].decode("latin-1"), outgoing, request.scope["headers"]
         )
     except asyncio.TimeoutError as exc:
         await meter.settle_failure("upstream_timeout", 504)
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
-    except aiohttp.ClientError as exc:
+    except UpstreamConnectError as exc:
         await meter.settle_failure("upstream_error", 502)
-        raise UpstreamError(f"The upstream could not be reached: {type(exc).__name__}.") from exc
+        raise UpstreamError(f"The upstream could not be reached ({type(exc.__cause__ or exc).__name__}).") from exc
+    except ConnectionError as exc:
+        await meter.settle_failure("upstream_error", 502)
+        raise UpstreamError("The upstream closed the connection without answering.") from exc
     meter.upstream_answered(upstream)
 
     headers = response_headers(upstream.headers)
@@ -98,7 +99,7 @@ async def handle_inference(request: Request) -> Response:
         )
     try:
         data = await upstream.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (ConnectionError, asyncio.TimeoutError) as exc:
         await meter.settle_failure("upstream_error", 502)
         raise UpstreamError("The upstream closed the connection before its answer was complete.") from exc
     finally:
@@ -170,7 +171,7 @@ class _Meter:
         self.t_forward = time.perf_counter()
         self.pre_s = self.t_forward - t0
 
-    def upstream_answered(self, upstream: aiohttp.ClientResponse) -> None:
+    def upstream_answered(self, upstream: UpstreamAnswer) -> None:
         self.upstream_request_id = upstream.headers.get("x-request-id")
         self.upstream_s = time.perf_counter() - self.t_forward
 

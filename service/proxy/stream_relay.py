@@ -1,6 +1,7 @@
 """Relays an upstream SSE stream event by event, watching for the usage chunk on the way.
 
-Events are forwarded as soon as they are complete; the usage-only chunk Farebox asked for
+Events are forwarded as soon as they are complete (the first one alone, before the rest of
+what arrived with it is looked at: it sets the time to first byte); the usage-only chunk Farebox asked for
 is removed when the client did not ask for it. Whatever happens (end, break, disconnect),
 `finish` receives what was seen so the charge can be settled.
 """
@@ -13,7 +14,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
+from service.proxy.upstream_pool import UpstreamAnswer
+
 import orjson
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
@@ -48,7 +50,7 @@ def _split_event(buf: bytes) -> int:
 
 
 async def relay_stream(
-    response: aiohttp.ClientResponse,
+    response: UpstreamAnswer,
     *,
     strip_usage_chunk: bool,
     finish: Callable[[StreamOutcome], Awaitable[None]],
@@ -66,8 +68,9 @@ async def relay_stream(
 
     try:
         buf = b""
+        first = True
         try:
-            async for data in response.content.iter_any():
+            async for data in response.iter_chunks():
                 buf += data
                 out: list[bytes] = []
                 while True:
@@ -76,14 +79,18 @@ async def relay_stream(
                         break
                     event, buf = buf[:end], buf[end:]
                     if _keep(event, outcome, strip_usage_chunk):
-                        out.append(event)
+                        if first:  # the first event leaves before the rest are looked at
+                            first = False
+                            yield event
+                        else:
+                            out.append(event)
                 if out:
                     yield b"".join(out) if len(out) > 1 else out[0]
             if buf and _keep(buf, outcome, strip_usage_chunk):
                 yield buf
             if not outcome.saw_done and outcome.usage is None:
                 outcome.status = "stream_broken"
-        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+        except (ConnectionError, asyncio.TimeoutError):
             outcome.status = "stream_broken"
         if outcome.status == "stream_broken":
             # The client keeps what it received and learns the stream is incomplete the way

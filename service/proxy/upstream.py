@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import structlog
 
 from service.errors import UpstreamError
+from service.proxy.upstream_pool import UpstreamAnswer, UpstreamPool
 
 log = structlog.get_logger(__name__)
 
@@ -19,6 +20,7 @@ _DROP_REQUEST = frozenset(
         "proxy-connection", "accept-encoding", "openai-organization", "cookie",
     }
 )
+_DROP_REQUEST_RAW = frozenset(name.encode() for name in _DROP_REQUEST | {"content-type"})
 _DROP_RESPONSE = frozenset(
     {
         "content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding",
@@ -28,7 +30,12 @@ _DROP_RESPONSE = frozenset(
 
 
 class Upstream:
-    """One aiohttp session with a large keep-alive pool, shared by every request of a worker."""
+    """The upstream, as every request of a worker reaches it.
+
+    Inference POSTs go through `UpstreamPool` (service/proxy/upstream_pool.py), the lean
+    client of the hot path; files, fine-tuning jobs and models through one aiohttp session.
+    Each has its own keep-alive pool of `pool_size` connections.
+    """
 
     def __init__(
         self,
@@ -48,6 +55,17 @@ class Upstream:
             total=total_timeout_s, connect=connect_timeout_s, sock_read=total_timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
+        for value in (api_key, organization or ""):
+            if "\r" in value or "\n" in value:
+                raise ValueError("The upstream API key and organization must be on one line.")
+        self.pool = UpstreamPool(
+            self.base_url, size=pool_size, connect_timeout_s=connect_timeout_s, total_timeout_s=total_timeout_s
+        )
+        own = [(b"Authorization", self._auth.encode("latin-1")), (b"Content-Type", b"application/json")]
+        if organization:
+            own.append((b"OpenAI-Organization", organization.encode("latin-1")))
+        own.append((b"Accept-Encoding", b"gzip, deflate"))
+        self._own_raw = tuple(own)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -63,6 +81,7 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        await self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -75,6 +94,21 @@ class Upstream:
     def url(self, path: str, query: str = "") -> str:
         """path is what follows /v1 on the client's side, e.g. '/chat/completions'."""
         return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+    async def post_json(
+        self, path: str, query: str, body: bytes, client_headers: Sequence[tuple[bytes, bytes]]
+    ) -> UpstreamAnswer:
+        """An inference POST through the lean pool; client_headers as ASGI gives them (lowercase).
+
+        The client's headers are relayed as `request_headers` relays them, without decoding.
+        """
+        headers = [
+            (name, value) for name, value in client_headers
+            if name not in _DROP_REQUEST_RAW and not name.startswith(b"x-farebox")
+        ]
+        headers.extend(self._own_raw)
+        pool = self.pool
+        return await pool.request(pool.head("POST", path, query, headers, len(body)), body)
 
     def request_headers(self, client_headers: Mapping[str, str], content_type: str | None = None) -> dict[str, str]:
         """The client's headers minus hop-by-hop and credentials, plus the upstream key."""
