@@ -19,7 +19,7 @@ from service.proxy import metering
 from service.proxy.body import read_body
 from service.proxy.calls import InferenceCall, parse_call
 from service.proxy.relay_response import RelayResponse
-from service.proxy.stream_relay import StreamOutcome, relay_stream
+from service.proxy.stream_relay import StreamOutcome, never_relayed, relay_stream
 from service.proxy.upstream import key_refused, response_headers
 from service.proxy.upstream_pool import UpstreamAnswer, UpstreamConnectError
 from service.runtime import Runtime
@@ -96,6 +96,7 @@ async def handle_inference(request: Request) -> Response:
             ),
             status_code=200,
             headers=headers,
+            on_unstarted=lambda: never_relayed(upstream, finish=meter.settle_stream, spawn=rt.spawn),
         )
     try:
         data = await upstream.read()

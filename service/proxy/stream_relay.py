@@ -105,6 +105,18 @@ async def relay_stream(
         settle_once()
 
 
+def never_relayed(
+    response: UpstreamAnswer,
+    *,
+    finish: Callable[[StreamOutcome], Awaitable[None]],
+    spawn: Callable[[Awaitable[None]], object],
+) -> None:
+    """For a relay that never started: the answer is closed and its charge settled (nothing was
+    delivered; the client left, or its response could not begin)."""
+    response.close()
+    spawn(finish(StreamOutcome(status="client_disconnected")))
+
+
 def _keep(event: bytes, outcome: StreamOutcome, strip_usage_chunk: bool) -> bool:
     """Record what metering needs from one event; False when it must not reach the client."""
     if event.startswith(_DONE):

@@ -10,6 +10,8 @@ files, fine-tuning and models routes keep aiohttp (`service/proxy/upstream.py`).
 What it does, as aiohttp did for these calls:
 - at most `size` connections, kept alive and reused newest first; an idle one is dropped
   after `keepalive_s`, or at once when the upstream closes it;
+- new connections resolved and opened as aiohttp opens them (aiohappyeyeballs: IPv6 and IPv4
+  raced, so a host with broken IPv6 still connects at once);
 - a connect timeout and a total timeout, which covers waiting for a free connection, the
   answer's head and every read of its body;
 - TLS with the system's trust store (or a given context), checking the host name;
@@ -21,12 +23,14 @@ What it does, as aiohttp did for these calls:
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 PAUSE_AT = 1 << 20  # bytes of an answer's body held for its reader before reading pauses
@@ -108,12 +112,15 @@ class UpstreamAnswer:
             return
         self._released = True
         self._timer.cancel()
+        if not self._complete:  # a reader still waiting learns that nothing more will come
+            self._fail(UpstreamClosed("The answer was released before its end."))
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         conn.answer = None
         if self._complete and self._error is None and conn.keep_alive:
+            conn.resume()  # paused by a slow reader while the end arrived: read again when reused
             self._pool._put_back(conn)
         else:
-            self._pool._discard(conn)
+            self._pool._drop(conn)
 
     close = release
 
@@ -131,7 +138,7 @@ class UpstreamAnswer:
         if encoding in ("gzip", "x-gzip"):
             self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
-            self._decoder = zlib.decompressobj()
+            self._decoder = _DEFLATE  # zlib-wrapped or raw: told apart by the first bytes
         if (
             "content-length" not in headers
             and "chunked" not in headers.get("transfer-encoding", "").lower()
@@ -144,6 +151,8 @@ class UpstreamAnswer:
 
     def _feed(self, data: bytes) -> None:
         if self._decoder is not None:
+            if self._decoder is _DEFLATE:
+                self._decoder = zlib.decompressobj(zlib.MAX_WBITS if _zlib_wrapped(data) else -zlib.MAX_WBITS)
             try:
                 data = self._decoder.decompress(data)
             except zlib.error as exc:
@@ -158,11 +167,14 @@ class UpstreamAnswer:
         self._wake()
 
     def _finish(self) -> None:
-        if self._decoder is not None:
+        if self._decoder is not None and self._decoder is not _DEFLATE:
             try:
                 rest = self._decoder.flush()
             except zlib.error as exc:
                 self._fail(UpstreamProtocolError(f"The upstream's compressed body is invalid: {exc}."))
+                return
+            if not self._decoder.eof:
+                self._fail(UpstreamProtocolError("The upstream's compressed body ends before its end."))
                 return
             if rest:
                 self._chunks.append(rest)
@@ -194,6 +206,14 @@ class UpstreamAnswer:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+_DEFLATE = zlib.decompressobj()  # a marker: "deflate, kind not known until the first bytes"
+
+
+def _zlib_wrapped(data: bytes) -> bool:
+    """RFC 1950's two-byte header (what 'deflate' should mean), as against a raw RFC 1951 stream."""
+    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
 
 
 class _Connection(asyncio.Protocol):
@@ -235,7 +255,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         answer = self.answer
-        if answer is not None and not answer._complete:
+        if answer is not None and not answer._complete and answer._error is None:
             if answer._head.done() and answer._until_eof and exc is None:
                 answer._finish()
             else:
@@ -331,7 +351,10 @@ class UpstreamPool:
         return self._loop
 
     def head(self, method: str, path: str, query: str, headers: Iterable[tuple[bytes, bytes]], body_length: int) -> bytes:
-        """The request line and headers; `path` follows the base URL's path ('/chat/completions')."""
+        """The request line and headers; `path` follows the base URL's path ('/chat/completions').
+
+        For requests whose answers have bodies (POST): a HEAD's answer would be waited for.
+        """
         target = f"{self.base_path}{path}?{query}" if query else f"{self.base_path}{path}"
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n".encode("latin-1")]
         for name, value in headers:
@@ -413,27 +436,35 @@ class UpstreamPool:
             # a slot was freed for this waiter: it opens the connection (already counted)
         else:
             self._open += 1
+        conn = _Connection(self)  # counted from here: whatever happens, _drop counts it out once
         try:
-            return await self._connect(deadline)
+            await self._connect(conn, deadline)
         except BaseException:
-            self._open -= 1
-            self._slot_free()
+            self._drop(conn)
             raise
+        return conn
 
-    async def _connect(self, deadline: float) -> _Connection:
+    async def _connect(self, conn: _Connection, deadline: float) -> None:
         loop = self.loop
         timeout = min(self.connect_timeout_s, max(0.0, deadline - loop.time()))
+        sock = None
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port,
-                    ssl=self.ssl, server_hostname=self.host if self.ssl else None,
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25, interleave=1)
+                await loop.create_connection(
+                    lambda: conn, sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None,
                 )
         except OSError as exc:  # refused, unreachable, unresolved, TLS (ssl.SSLError is an OSError)
-            if isinstance(exc, TimeoutError):
-                raise
+            if sock is not None and conn.transport is None:
+                sock.close()
+            if isinstance(exc, TimeoutError) and exc.errno is None:
+                raise  # the connect timeout (an ETIMEDOUT from the kernel is a connect error)
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
-        return conn  # type: ignore[return-value]
+        except BaseException:
+            if sock is not None and conn.transport is None:
+                sock.close()
+            raise
 
     def _put_back(self, conn: _Connection) -> None:
         if conn.closed or self._closed:
@@ -447,9 +478,6 @@ class UpstreamPool:
         conn.idle_since = self.loop.time()
         self._idle.append(conn)
 
-    def _discard(self, conn: _Connection) -> None:
-        self._drop(conn)
-
     def _drop(self, conn: _Connection) -> None:
         """Close a connection this pool still counts as open and free its slot."""
         if conn.counted_out:
@@ -460,11 +488,10 @@ class UpstreamPool:
         self._slot_free()
 
     def _lost(self, conn: _Connection) -> None:
-        """The connection closed (either side): an idle one leaves the pool now."""
-        if conn.answer is None:
-            if conn in self._idle:
-                self._idle.remove(conn)
-            self._drop(conn)
+        """The connection closed (either side): it leaves the pool now, idle or not."""
+        if conn.answer is None and conn in self._idle:
+            self._idle.remove(conn)
+        self._drop(conn)
 
     def _slot_free(self) -> None:
         while self._waiters:

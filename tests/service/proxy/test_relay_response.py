@@ -98,3 +98,24 @@ async def test_a_cancellation_that_is_not_the_client_leaving_is_passed_on() -> N
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert log == ["CancelledError", "settled"]
+
+
+async def test_a_relay_whose_head_could_not_be_sent_is_handed_to_on_unstarted_once() -> None:
+    log: list[str] = []
+    unstarted: list[str] = []
+
+    async def refuse(message: dict[str, Any]) -> None:
+        raise OSError("the socket is gone")
+
+    response = RelayResponse(
+        relay(log, 3), status_code=200, headers={}, on_unstarted=lambda: unstarted.append("closed and settled")
+    )
+    with pytest.raises(OSError):
+        await response(SCOPE, Client().receive, refuse)
+    assert unstarted == ["closed and settled"]  # the relay's own finally never ran
+    assert log == []
+
+    client, log2, unstarted2 = Client(), [], []
+    response = RelayResponse(relay(log2, 2), status_code=200, headers={}, on_unstarted=lambda: unstarted2.append("x"))
+    await response(SCOPE, client.receive, client.send)
+    assert log2 == ["settled"] and unstarted2 == []  # a relay that ran settles itself, once

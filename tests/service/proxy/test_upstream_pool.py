@@ -577,3 +577,110 @@ async def test_bytes_after_a_complete_answer_make_the_connection_unusable() -> N
     assert server.connections == 2
     await pool.close()
     await server.stop()
+
+
+async def test_raw_deflate_is_decoded_and_truncated_gzip_is_an_error() -> None:
+    payload = b'{"choices": []}' * 50
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(payload) + raw.flush()
+    answers = iter([
+        answer(raw_deflate, extra=b"Content-Encoding: deflate\r\n"),
+        answer(gzip.compress(payload)[:-12], extra=b"Content-Encoding: gzip\r\n"),
+    ])
+
+    async def scripted(peer: Peer, request: bytes) -> bool:
+        await peer.send(next(answers))
+        return True
+
+    server, pool = await serving(scripted)
+    assert (await post(pool))[2] == payload
+    with pytest.raises(UpstreamProtocolError, match="ends before its end"):
+        await post(pool)
+    await pool.close()
+    await server.stop()
+
+
+async def test_a_connection_paused_as_its_answer_ended_reads_again_when_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_pool, "PAUSE_AT", 1000)  # the whole answer arrives in one read
+    monkeypatch.setattr(upstream_pool, "RESUME_AT", 10)
+
+    async def ok(peer: Peer, request: bytes) -> bool:
+        await peer.send(answer(b"z" * 1500))
+        return True
+
+    server, pool = await serving(ok, total_timeout_s=2.0)
+    reply = await pool.request(pool.head("POST", "/x", "", [], 0), b"")
+    await asyncio.sleep(0.05)
+    assert reply._complete and reply._conn.paused  # a slow reader's stream, already complete
+    reply.release()  # e.g. the client left: the answer is complete, the connection reusable
+    assert (await post(pool))[2] == b"z" * 1500  # read, not left hanging on a paused socket
+    assert server.connections == 1
+    await pool.close()
+    await server.stop()
+
+
+async def test_cancelling_connects_at_any_moment_never_miscounts() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def ok(peer: Peer, request: bytes) -> bool:
+        await peer.send(answer(b"{}"))
+        return True
+
+    server = Server(ok)
+    pool = UpstreamPool(await server.start(server_ctx), ssl_context=client_ctx, size=3)
+    for attempt in range(40):
+        task = asyncio.ensure_future(post(pool))
+        await asyncio.sleep(attempt * 0.0002)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(0.005)
+        open_, idle = pool.connections
+        assert open_ == idle  # nothing in flight: every connection counted is in the pool
+    assert (await asyncio.gather(*(post(pool) for _ in range(6))))[5][0] == 200
+    assert pool.connections[0] <= 3
+    await pool.close()
+    await server.stop()
+
+
+async def test_a_connection_that_dies_under_an_unreleased_answer_frees_its_slot() -> None:
+    async def stall(peer: Peer, request: bytes) -> bool:
+        await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await asyncio.sleep(5)
+        return False
+
+    server, pool = await serving(stall, total_timeout_s=0.2, size=1)
+    reply = await pool.request(pool.head("POST", "/x", "", [], 0), b"")  # never read nor released
+    await asyncio.sleep(0.4)
+    assert pool.connections == (0, 0)  # the timeout closed it, and the pool counted it out
+    reply.release()
+    assert pool.connections == (0, 0)
+    await pool.close()
+    await server.stop()
+
+
+async def test_releasing_an_answer_wakes_its_waiting_reader() -> None:
+    async def stall(peer: Peer, request: bytes) -> bool:
+        await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(5)
+        return False
+
+    server, pool = await serving(stall)
+    reply = await pool.request(pool.head("POST", "/x", "", [], 0), b"")
+
+    async def read_all() -> bytes:
+        return await reply.read()
+
+    reader = asyncio.ensure_future(read_all())
+    await asyncio.sleep(0.05)
+    reply.release()
+    with pytest.raises(UpstreamClosed):
+        await asyncio.wait_for(reader, 1.0)
+    await pool.close()
+    await server.stop()
