@@ -88,6 +88,8 @@ class Runtime:
             pool_size=settings.upstream_pool_size,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             total_timeout_s=settings.upstream_timeout_s,
+            proxy_url=settings.upstream_proxy_url.get_secret_value() if settings.upstream_proxy_url else None,
+            ca_file=settings.upstream_ca_file,
         )
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.draining = False

@@ -6,11 +6,14 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRET_FIELDS = ("admin_token", "openai_api_key", "key_pepper", "webhook_secret", "database_url", "redis_url")
+_SECRET_FIELDS = (
+    "admin_token", "openai_api_key", "key_pepper", "webhook_secret", "database_url", "redis_url", "upstream_proxy_url",
+)
 
 
 class Settings(BaseSettings):
@@ -33,6 +36,12 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 600.0
     upstream_connect_timeout_s: float = 10.0
     upstream_pool_size: int = 256
+    # An HTTP proxy every upstream connection goes through (a CONNECT tunnel), for networks whose
+    # only way out is an egress proxy: http://[user:password@]host:port. Unset: direct.
+    upstream_proxy_url: SecretStr | None = None
+    # More certificate authorities to trust for the upstream's TLS, besides the system's (a
+    # TLS-inspecting proxy's CA, a private gateway): a PEM file.
+    upstream_ca_file: Path | None = None
 
     # State.
     database_url: str = "sqlite+aiosqlite:///./farebox.db"
@@ -99,6 +108,19 @@ class Settings(BaseSettings):
             if path and not values.get(name):
                 values[name] = Path(path).read_text().strip()
         return values
+
+    @model_validator(mode="after")
+    def _upstream_proxy_and_ca(self) -> Settings:
+        if self.upstream_proxy_url is not None:
+            parts = urlsplit(self.upstream_proxy_url.get_secret_value())
+            if parts.scheme != "http" or not parts.hostname or not parts.port:
+                raise ValueError(
+                    "FAREBOX_UPSTREAM_PROXY_URL must be http://[user:password@]host:port (an HTTP proxy "
+                    "that Farebox asks for a CONNECT tunnel)"
+                )
+        if self.upstream_ca_file is not None and not self.upstream_ca_file.is_file():
+            raise ValueError(f"FAREBOX_UPSTREAM_CA_FILE is not a file: {self.upstream_ca_file}")
+        return self
 
     @model_validator(mode="after")
     def _writer_needs_redis(self) -> Settings:

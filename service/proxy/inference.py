@@ -76,6 +76,7 @@ async def handle_inference(request: Request) -> Response:
         await meter.settle_failure("upstream_timeout", 504)
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
     except UpstreamConnectError as exc:
+        log.warning("upstream_unreachable", request_id=request_id, error=str(exc))
         await meter.settle_failure("upstream_error", 502)
         raise UpstreamError(f"The upstream could not be reached ({type(exc.__cause__ or exc).__name__}).") from exc
     except ConnectionError as exc:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import aiohttp
 import structlog
 
 from service.errors import UpstreamError
-from service.proxy.upstream_pool import UpstreamAnswer, UpstreamPool
+from service.proxy.upstream_pool import Proxy, UpstreamAnswer, UpstreamPool
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +36,9 @@ class Upstream:
 
     Inference POSTs go through `UpstreamPool` (service/proxy/upstream_pool.py), the lean
     client of the hot path; files, fine-tuning jobs and models through one aiohttp session.
-    Each has its own keep-alive pool of `pool_size` connections.
+    Each has its own keep-alive pool of `pool_size` connections. Both go through `proxy_url`
+    (an HTTP proxy, by CONNECT) when one is set, and trust `ca_file`'s authorities besides the
+    system's.
     """
 
     def __init__(
@@ -46,6 +50,8 @@ class Upstream:
         pool_size: int = 256,
         connect_timeout_s: float = 10.0,
         total_timeout_s: float = 600.0,
+        proxy_url: str | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
@@ -58,8 +64,13 @@ class Upstream:
         for value in (api_key, organization or ""):
             if "\r" in value or "\n" in value:
                 raise ValueError("The upstream API key and organization must be on one line.")
+        self._ssl = ssl.create_default_context()
+        if ca_file is not None:
+            self._ssl.load_verify_locations(cafile=str(ca_file))
+        self._proxy = Proxy.from_url(proxy_url) if proxy_url else None
         self.pool = UpstreamPool(
-            self.base_url, size=pool_size, connect_timeout_s=connect_timeout_s, total_timeout_s=total_timeout_s
+            self.base_url, size=pool_size, connect_timeout_s=connect_timeout_s, total_timeout_s=total_timeout_s,
+            ssl_context=self._ssl, proxy=self._proxy,
         )
         own = [(b"Authorization", self._auth.encode("latin-1")), (b"Content-Type", b"application/json")]
         if organization:
@@ -70,10 +81,13 @@ class Upstream:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self._pool_size, limit_per_host=self._pool_size, ttl_dns_cache=300,
-            enable_cleanup_closed=True, keepalive_timeout=60,
+            enable_cleanup_closed=True, keepalive_timeout=60, ssl=self._ssl,
         )
+        proxy = self._proxy
         self._session = aiohttp.ClientSession(
             connector=connector,
+            proxy=proxy.url if proxy else None,
+            proxy_auth=aiohttp.BasicAuth(proxy.user, proxy.password) if proxy and proxy.user is not None else None,
             timeout=self._timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),

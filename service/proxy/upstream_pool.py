@@ -15,6 +15,7 @@ What it does, as aiohttp did for these calls:
 - a connect timeout and a total timeout, which covers waiting for a free connection, the
   answer's head and every read of its body;
 - TLS with the system's trust store (or a given context), checking the host name;
+- through an HTTP proxy when one is given: a CONNECT tunnel per connection, TLS inside it;
 - a POST is never retried: an upstream that may have started the work may bill for it.
   A connection closed under a request fails that request (`UpstreamClosed`);
 - reading pauses while more than `PAUSE_AT` bytes of a body wait for the reader.
@@ -23,12 +24,14 @@ What it does, as aiohttp did for these calls:
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import ssl
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import aiohappyeyeballs
 import httptools
@@ -47,6 +50,41 @@ class UpstreamClosed(ConnectionError):
 
 class UpstreamProtocolError(ConnectionError):
     """The upstream's bytes are not a valid HTTP/1.1 answer (or not valid gzip)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy that opens CONNECT tunnels: http://[user:password@]host:port."""
+
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> Proxy:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError("The proxy URL must be http://[user:password@]host:port.")
+        user = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password or "") if user is not None else None
+        return cls(parts.hostname, parts.port, user, password)
+
+    @property
+    def url(self) -> str:
+        """Without credentials (aiohttp takes them apart)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __repr__(self) -> str:  # never the password, in a log line or a traceback
+        return f"Proxy({self.url!r}, user={self.user!r})"
+
+    def connect_request(self, authority: str) -> bytes:
+        head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if self.user is not None:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+            head += f"Proxy-Authorization: Basic {token}\r\n"
+        return (head + "\r\n").encode("latin-1")
 
 
 class UpstreamAnswer:
@@ -320,6 +358,7 @@ class UpstreamPool:
         total_timeout_s: float = 600.0,
         keepalive_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -338,6 +377,7 @@ class UpstreamPool:
         self.connect_timeout_s = connect_timeout_s
         self.total_timeout_s = total_timeout_s
         self.keepalive_s = keepalive_s
+        self.proxy = proxy
         self._idle: list[_Connection] = []
         self._open = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -450,14 +490,19 @@ class UpstreamPool:
         sock = None
         try:
             async with asyncio.timeout(timeout):
-                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                host, port = (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port)
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25, interleave=1)
+                if self.proxy is not None:
+                    await self._tunnel(sock)
                 await loop.create_connection(
                     lambda: conn, sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None,
                 )
         except OSError as exc:  # refused, unreachable, unresolved, TLS (ssl.SSLError is an OSError)
             if sock is not None and conn.transport is None:
                 sock.close()
+            if isinstance(exc, UpstreamConnectError):  # the proxy's refusal, already explained
+                raise
             if isinstance(exc, TimeoutError) and exc.errno is None:
                 raise  # the connect timeout (an ETIMEDOUT from the kernel is a connect error)
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
@@ -465,6 +510,28 @@ class UpstreamPool:
             if sock is not None and conn.transport is None:
                 sock.close()
             raise
+
+    async def _tunnel(self, sock: socket.socket) -> None:
+        """Ask the proxy for a tunnel to the upstream on `sock`; raises unless it says 200."""
+        assert self.proxy is not None
+        loop = self.loop
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        await loop.sock_sendall(sock, self.proxy.connect_request(f"{host}:{self.port}"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await loop.sock_recv(sock, 4096)
+            if not data:
+                raise UpstreamConnectError("The proxy closed the connection instead of opening a tunnel.")
+            answer += data
+            if len(answer) > 65536:
+                raise UpstreamConnectError("The proxy's answer to CONNECT has no end.")
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        fields = status_line.split(" ", 2)
+        if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or fields[1] != "200":
+            hint = " (its credentials were refused or missing)" if fields[1:2] == ["407"] else ""
+            raise UpstreamConnectError(f"The proxy refused a tunnel to the upstream: {status_line!r}{hint}.")
+        if not answer.endswith(b"\r\n\r\n"):
+            raise UpstreamConnectError("The proxy sent bytes after opening the tunnel.")
 
     def _put_back(self, conn: _Connection) -> None:
         if conn.closed or self._closed:

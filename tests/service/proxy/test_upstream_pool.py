@@ -12,6 +12,7 @@ import gzip
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import trustme
@@ -102,6 +103,26 @@ def chunked(parts: list[bytes], extra: bytes = b"") -> bytes:
     return out + b"0\r\n\r\n"
 
 
+def replies(body: bytes) -> Handler:
+    """A server that answers every request 200 with `body`, keeping the connection."""
+
+    async def ok(peer: Peer, request: bytes) -> bool:
+        await peer.send(answer(body))
+        return True
+
+    return ok
+
+
+def tls(*names: str) -> tuple[trustme.CA, ssl.SSLContext, ssl.SSLContext]:
+    """A private CA, a server context with a certificate for `names`, a client context trusting it."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return ca, server_ctx, client_ctx
+
+
 async def serving(handler: Handler, **kw: object) -> tuple[Server, UpstreamPool]:
     server = Server(handler)
     url = await server.start()
@@ -117,11 +138,11 @@ async def post(pool: UpstreamPool, body: bytes = b"{}") -> tuple[int, dict[str, 
 
 
 async def test_connections_are_kept_alive_and_reused() -> None:
-    async def ok(peer: Peer, request: bytes) -> bool:
+    async def sized(peer: Peer, request: bytes) -> bool:
         await peer.send(answer(b'{"n": %d}' % len(request)))
         return True
 
-    server, pool = await serving(ok)
+    server, pool = await serving(sized)
     for _ in range(5):
         status, headers, body = await post(pool, b'{"x": 1}')
         assert status == 200 and body.startswith(b'{"n": ')
@@ -201,11 +222,7 @@ async def test_an_idle_connection_the_upstream_closed_is_not_used_again() -> Non
 
 
 async def test_idle_connections_expire_after_keepalive() -> None:
-    async def ok(peer: Peer, request: bytes) -> bool:
-        await peer.send(answer(b"{}"))
-        return True
-
-    server, pool = await serving(ok, keepalive_s=0.05)
+    server, pool = await serving(replies(b"{}"), keepalive_s=0.05)
     await post(pool)
     await asyncio.sleep(0.1)
     await post(pool)
@@ -333,19 +350,10 @@ async def test_a_tls_handshake_that_never_finishes_hits_the_connect_timeout() ->
 
 
 async def test_tls_checks_the_certificate_and_host_name() -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
+    _, server_ctx, client_ctx = tls("localhost", "127.0.0.1")
 
-    async def ok(peer: Peer, request: bytes) -> bool:
-        await peer.send(answer(b'{"tls": true}'))
-        return True
-
-    server = Server(ok)
+    server = Server(replies(b'{"tls": true}'))
     url = await server.start(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
     pool = UpstreamPool(url, ssl_context=client_ctx)
     assert (await post(pool))[2] == b'{"tls": true}'
     assert (await post(pool))[2] == b'{"tls": true}'
@@ -355,10 +363,8 @@ async def test_tls_checks_the_certificate_and_host_name() -> None:
     untrusted = UpstreamPool(url)  # the system's trust store does not know this CA
     with pytest.raises(UpstreamConnectError, match="SSLCertVerificationError"):
         await post(untrusted)
-    other = trustme.CA().issue_cert("elsewhere.example")
-    server2 = Server(ok)
-    ctx2 = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    other.configure_cert(ctx2)
+    server2 = Server(replies(b'{"tls": true}'))
+    _, ctx2, _ = tls("elsewhere.example")
     wrong_name = UpstreamPool(await server2.start(ctx2), ssl_context=client_ctx)
     with pytest.raises(UpstreamConnectError):
         await post(wrong_name)
@@ -498,11 +504,7 @@ async def test_close_refuses_new_requests_and_wakes_waiters() -> None:
 
 
 async def test_upstream_relays_client_headers_minus_credentials_and_hop_by_hop() -> None:
-    async def ok(peer: Peer, request: bytes) -> bool:
-        await peer.send(answer(b"{}"))
-        return True
-
-    server = Server(ok)
+    server = Server(replies(b"{}"))
     url = await server.start()
     upstream = Upstream(url, "sk-upstream", organization="org-1")
     client = [
@@ -604,11 +606,7 @@ async def test_a_connection_paused_as_its_answer_ended_reads_again_when_reused(m
     monkeypatch.setattr(upstream_pool, "PAUSE_AT", 1000)  # the whole answer arrives in one read
     monkeypatch.setattr(upstream_pool, "RESUME_AT", 10)
 
-    async def ok(peer: Peer, request: bytes) -> bool:
-        await peer.send(answer(b"z" * 1500))
-        return True
-
-    server, pool = await serving(ok, total_timeout_s=2.0)
+    server, pool = await serving(replies(b"z" * 1500), total_timeout_s=2.0)
     reply = await pool.request(pool.head("POST", "/x", "", [], 0), b"")
     await asyncio.sleep(0.05)
     assert reply._complete and reply._conn.paused  # a slow reader's stream, already complete
@@ -620,17 +618,9 @@ async def test_a_connection_paused_as_its_answer_ended_reads_again_when_reused(m
 
 
 async def test_cancelling_connects_at_any_moment_never_miscounts() -> None:
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    _, server_ctx, client_ctx = tls("127.0.0.1")
 
-    async def ok(peer: Peer, request: bytes) -> bool:
-        await peer.send(answer(b"{}"))
-        return True
-
-    server = Server(ok)
+    server = Server(replies(b"{}"))
     pool = UpstreamPool(await server.start(server_ctx), ssl_context=client_ctx, size=3)
     for attempt in range(40):
         task = asyncio.ensure_future(post(pool))
@@ -684,3 +674,82 @@ async def test_releasing_an_answer_wakes_its_waiting_reader() -> None:
         await asyncio.wait_for(reader, 1.0)
     await pool.close()
     await server.stop()
+
+
+async def test_through_a_connect_proxy_tls_runs_inside_the_tunnel_and_tunnels_are_reused() -> None:
+    from tests.connect_proxy import ConnectProxy
+
+    _, server_ctx, client_ctx = tls("localhost")
+
+    server = Server(replies(b'{"via": "tunnel"}'))
+    url = (await server.start(server_ctx)).replace("127.0.0.1", "localhost")
+    proxy = ConnectProxy("team", "s3cr:t")
+    await proxy.start()
+    pool = UpstreamPool(url, ssl_context=client_ctx, proxy=upstream_pool.Proxy.from_url(proxy.url("team", "s3cr%3At")))
+    for _ in range(3):
+        assert (await post(pool))[2] == b'{"via": "tunnel"}'
+    assert proxy.tunnels == [f"localhost:{url.split(':')[2].split('/')[0]}"]  # one tunnel, kept alive
+    assert server.connections == 1
+    assert "s3cr" not in repr(pool.proxy)
+    await pool.close()
+
+    wrong = UpstreamPool(url, ssl_context=client_ctx, proxy=upstream_pool.Proxy.from_url(proxy.url("team", "nope")))
+    with pytest.raises(UpstreamConnectError, match="407.*credentials"):
+        await post(wrong)
+    assert wrong.connections == (0, 0)
+    await proxy.stop()
+    await server.stop()
+
+
+def test_a_proxy_url_must_be_plain_http_with_a_port() -> None:
+    for bad in ("https://proxy:3128", "http://proxy", "socks5://proxy:1080"):
+        with pytest.raises(ValueError):
+            upstream_pool.Proxy.from_url(bad)
+    proxy = upstream_pool.Proxy.from_url("http://a%40b:p%3Aw@proxy.internal:3128")
+    assert (proxy.user, proxy.password, proxy.url) == ("a@b", "p:w", "http://proxy.internal:3128")
+
+
+async def test_a_ca_file_is_trusted_by_both_upstream_clients(tmp_path: Path) -> None:
+    ca, server_ctx, _ = tls("127.0.0.1")
+
+    server = Server(replies(b'{"data": []}'))
+    url = await server.start(server_ctx)
+    pem = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    upstream = Upstream(url, "sk-x", ca_file=pem)
+    await upstream.start()
+    reply = await upstream.post_json("/chat/completions", "", b"{}", [])
+    assert await reply.read() == b'{"data": []}'
+    reply.release()
+    async with upstream.session.get(upstream.url("/models")) as listed:  # aiohttp: files, jobs, models
+        assert await listed.json() == {"data": []}
+    await upstream.close()
+
+    plain = Upstream(url, "sk-x")
+    await plain.start()
+    with pytest.raises(UpstreamConnectError, match="SSLCertVerificationError"):
+        await plain.post_json("/chat/completions", "", b"{}", [])
+    await plain.close()
+    await server.stop()
+
+
+def test_settings_refuse_a_bad_proxy_url_or_a_missing_ca_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    for bad in ("https://proxy:3128", "proxy:3128", "http://proxy"):
+        monkeypatch.setenv("FAREBOX_UPSTREAM_PROXY_URL", bad)
+        with pytest.raises(ValidationError, match="FAREBOX_UPSTREAM_PROXY_URL"):
+            Settings()
+    secret = tmp_path / "proxy-url"
+    secret.write_text("http://egress:p%40ss@proxy.internal:3128\n")
+    monkeypatch.delenv("FAREBOX_UPSTREAM_PROXY_URL")
+    monkeypatch.setenv("FAREBOX_UPSTREAM_PROXY_URL_FILE", str(secret))  # a secret, like the others
+    settings = Settings()
+    assert settings.upstream_proxy_url is not None
+    assert settings.upstream_proxy_url.get_secret_value() == "http://egress:p%40ss@proxy.internal:3128"
+    assert "p%40ss" not in repr(settings)
+    monkeypatch.setenv("FAREBOX_UPSTREAM_CA_FILE", str(tmp_path / "absent.pem"))
+    with pytest.raises(ValidationError, match="FAREBOX_UPSTREAM_CA_FILE"):
+        Settings()
