@@ -109,8 +109,10 @@ class Runtime:
     async def stop(self) -> None:
         """Drain: let in-flight settles finish, flush the ledger, then close connections."""
         self.draining = True
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.settings.drain_grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_grace_s
+        while self._tasks and (left := deadline - loop.time()) > 0:  # settles started meanwhile too
+            await asyncio.wait(list(self._tasks), timeout=left)
         await self.alerts.stop()
         await self.budgets.stop()
         await self.ledger.stop(drain=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+import ssl
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.proxy.upstream_pool import Proxy
 
 _SECRET_FIELDS = (
     "admin_token", "openai_api_key", "key_pepper", "webhook_secret", "database_url", "redis_url", "upstream_proxy_url",
@@ -19,7 +21,8 @@ _SECRET_FIELDS = (
 class Settings(BaseSettings):
     """Farebox configuration. Secrets may also come from files: FAREBOX_<NAME>_FILE."""
 
-    model_config = SettingsConfigDict(env_prefix="FAREBOX_", extra="ignore")
+    # No error message repeats a value: several hold secrets (a database URL, a proxy password).
+    model_config = SettingsConfigDict(env_prefix="FAREBOX_", extra="ignore", hide_input_in_errors=True)
 
     # Where Farebox listens.
     host: str = "127.0.0.1"
@@ -112,14 +115,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _upstream_proxy_and_ca(self) -> Settings:
         if self.upstream_proxy_url is not None:
-            parts = urlsplit(self.upstream_proxy_url.get_secret_value())
-            if parts.scheme != "http" or not parts.hostname or not parts.port:
+            try:
+                Proxy.from_url(self.upstream_proxy_url.get_secret_value())
+            except ValueError as exc:  # its message never repeats the URL
+                raise ValueError(f"FAREBOX_UPSTREAM_PROXY_URL: {exc}") from None
+        if self.upstream_ca_file is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=str(self.upstream_ca_file))
+            except (OSError, ValueError) as exc:  # absent, unreadable, not PEM certificates
                 raise ValueError(
-                    "FAREBOX_UPSTREAM_PROXY_URL must be http://[user:password@]host:port (an HTTP proxy "
-                    "that Farebox asks for a CONNECT tunnel)"
-                )
-        if self.upstream_ca_file is not None and not self.upstream_ca_file.is_file():
-            raise ValueError(f"FAREBOX_UPSTREAM_CA_FILE is not a file: {self.upstream_ca_file}")
+                    f"FAREBOX_UPSTREAM_CA_FILE {self.upstream_ca_file} cannot be loaded as PEM certificates: {exc}"
+                ) from None
         return self
 
     @model_validator(mode="after")

@@ -97,7 +97,9 @@ async def handle_inference(request: Request) -> Response:
             ),
             status_code=200,
             headers=headers,
-            on_unstarted=lambda: never_relayed(upstream, finish=meter.settle_stream, spawn=rt.spawn),
+            on_unstarted=lambda: never_relayed(
+                upstream, strip_usage_chunk=not call.client_wants_usage, finish=meter.settle_stream, spawn=rt.spawn
+            ),
         )
     try:
         data = await upstream.read()

@@ -108,13 +108,20 @@ async def relay_stream(
 def never_relayed(
     response: UpstreamAnswer,
     *,
+    strip_usage_chunk: bool,
     finish: Callable[[StreamOutcome], Awaitable[None]],
     spawn: Callable[[Awaitable[None]], object],
 ) -> None:
-    """For a relay that never started: the answer is closed and its charge settled (nothing was
-    delivered; the client left, or its response could not begin)."""
+    """For a relay that never started (the client left, or its response could not begin): the
+    answer is closed and settled on what had arrived of it, as a relay cut off would be (the
+    upstream bills what it generated, the usage chunk included when it came)."""
+    outcome = StreamOutcome(status="client_disconnected")
+    buf = response.take_arrived()
+    while (end := _split_event(buf)) >= 0:
+        event, buf = buf[:end], buf[end:]
+        _keep(event, outcome, strip_usage_chunk)
     response.close()
-    spawn(finish(StreamOutcome(status="client_disconnected")))
+    spawn(finish(outcome))
 
 
 def _keep(event: bytes, outcome: StreamOutcome, strip_usage_chunk: bool) -> bool:

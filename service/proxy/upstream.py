@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -84,10 +85,22 @@ class Upstream:
             enable_cleanup_closed=True, keepalive_timeout=60, ssl=self._ssl,
         )
         proxy = self._proxy
-        self._session = aiohttp.ClientSession(
+        auth = None
+        if proxy is not None and proxy.user is not None:  # UTF-8, as the pool's CONNECT encodes it
+            auth = aiohttp.BasicAuth(proxy.user, proxy.password or "", encoding="utf-8")
+        with warnings.catch_warnings():
+            # The session-wide proxy_auth is deprecated for aiohttp 4 (pinned: 3.14.5); its
+            # replacement, proxy_headers, exists only per request.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._session = self._make_session(connector, proxy, auth)
+
+    def _make_session(
+        self, connector: aiohttp.TCPConnector, proxy: Proxy | None, auth: aiohttp.BasicAuth | None
+    ) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector,
             proxy=proxy.url if proxy else None,
-            proxy_auth=aiohttp.BasicAuth(proxy.user, proxy.password) if proxy and proxy.user is not None else None,
+            proxy_auth=auth,
             timeout=self._timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),

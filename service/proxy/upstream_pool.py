@@ -63,12 +63,24 @@ class Proxy:
 
     @classmethod
     def from_url(cls, url: str) -> Proxy:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or not parts.port:
-            raise ValueError("The proxy URL must be http://[user:password@]host:port.")
+        """Its message never repeats the URL, which may hold a password."""
+        shape = "The proxy URL must be http://[user:password@]host:port"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{shape} (its port is not a number; percent-encode / ? # @ : in a password).") from None
+        if parts.scheme != "http" or not parts.hostname or not port:
+            raise ValueError(f"{shape}.")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{shape}, with nothing after the port (percent-encode / ? # in a password).")
         user = unquote(parts.username) if parts.username is not None else None
         password = unquote(parts.password or "") if user is not None else None
-        return cls(parts.hostname, parts.port, user, password)
+        if user is not None and ":" in user:
+            raise ValueError(f"{shape}: a user name cannot hold ':' (RFC 7617).")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in (user or "") + (password or "")):
+            raise ValueError(f"{shape}: its credentials hold a control character.")
+        return cls(parts.hostname, port, user, password)
 
     @property
     def url(self) -> str:
@@ -144,6 +156,13 @@ class UpstreamAnswer:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def take_arrived(self) -> bytes:
+        """What of the body has arrived and not been read, taken without waiting."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._consumed(len(data))
+        return data
 
     def release(self) -> None:
         if self._released:

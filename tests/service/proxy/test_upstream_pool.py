@@ -701,10 +701,16 @@ async def test_through_a_connect_proxy_tls_runs_inside_the_tunnel_and_tunnels_ar
     await server.stop()
 
 
-def test_a_proxy_url_must_be_plain_http_with_a_port() -> None:
-    for bad in ("https://proxy:3128", "http://proxy", "socks5://proxy:1080"):
-        with pytest.raises(ValueError):
+def test_a_proxy_url_must_be_plain_http_with_a_port_and_errors_never_repeat_it() -> None:
+    for bad in (
+        "https://proxy:3128", "http://proxy", "socks5://proxy:1080", "http://u:pa#TOPSECRET@proxy:3128",
+        "http://egress:1234/x@proxy:3128", "http://u:p?TOPSECRET@proxy:3128", "http://a%3Ab:TOPSECRET@proxy:3128",
+        "http://u:TOP%0D%0ASECRET@proxy:3128",
+    ):
+        with pytest.raises(ValueError) as refused:
             upstream_pool.Proxy.from_url(bad)
+        message = str(refused.value)
+        assert "TOPSECRET" not in message and "'pa" not in message and "1234" not in message
     proxy = upstream_pool.Proxy.from_url("http://a%40b:p%3Aw@proxy.internal:3128")
     assert (proxy.user, proxy.password, proxy.url) == ("a@b", "p:w", "http://proxy.internal:3128")
 
@@ -750,6 +756,14 @@ def test_settings_refuse_a_bad_proxy_url_or_a_missing_ca_file(monkeypatch: pytes
     assert settings.upstream_proxy_url is not None
     assert settings.upstream_proxy_url.get_secret_value() == "http://egress:p%40ss@proxy.internal:3128"
     assert "p%40ss" not in repr(settings)
-    monkeypatch.setenv("FAREBOX_UPSTREAM_CA_FILE", str(tmp_path / "absent.pem"))
-    with pytest.raises(ValidationError, match="FAREBOX_UPSTREAM_CA_FILE"):
+    monkeypatch.setenv("FAREBOX_UPSTREAM_PROXY_URL", "http://egress:hunter2secret@proxy.internal")
+    with pytest.raises(ValidationError) as refused:  # no port: refused without showing the value
         Settings()
+    assert "hunter2" not in str(refused.value) and "2secret" not in str(refused.value)
+    monkeypatch.delenv("FAREBOX_UPSTREAM_PROXY_URL")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_bytes(b"\x30\x82 DER, not PEM")
+    for bad in (tmp_path / "absent.pem", not_pem):
+        monkeypatch.setenv("FAREBOX_UPSTREAM_CA_FILE", str(bad))
+        with pytest.raises(ValidationError, match="FAREBOX_UPSTREAM_CA_FILE .* cannot be loaded"):
+            Settings()
