@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from service.proxy.stream_relay import StreamOutcome, never_relayed
+from service.proxy.upstream_pool import UpstreamAnswer
 from tests.service.proxy.test_upstream_pool import Peer, chunked, serving
 
 EVENTS = [
@@ -12,6 +13,20 @@ EVENTS = [
     b'data: {"id":"c1","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\n',
     b"data: [DONE]\n\n",
 ]
+
+
+async def settle_unrelayed(reply: UpstreamAnswer) -> StreamOutcome:
+    """never_relayed on reply, and the one outcome it settled."""
+    settled: list[StreamOutcome] = []
+
+    async def finish(outcome: StreamOutcome) -> None:
+        settled.append(outcome)
+
+    tasks: list[asyncio.Task[None]] = []
+    never_relayed(reply, strip_usage_chunk=True, finish=finish, spawn=lambda c: tasks.append(asyncio.ensure_future(c)))
+    await asyncio.gather(*tasks)
+    [outcome] = settled
+    return outcome
 
 
 async def test_a_stream_never_relayed_is_settled_on_the_usage_that_had_arrived() -> None:
@@ -22,15 +37,7 @@ async def test_a_stream_never_relayed_is_settled_on_the_usage_that_had_arrived()
     server, pool = await serving(whole_stream)
     reply = await pool.request(pool.head("POST", "/chat/completions", "", [], 2), b"{}")
     await asyncio.sleep(0.05)  # the whole answer arrives while the response cannot begin
-    settled: list[StreamOutcome] = []
-
-    async def finish(outcome: StreamOutcome) -> None:
-        settled.append(outcome)
-
-    tasks: list[asyncio.Task[None]] = []
-    never_relayed(reply, strip_usage_chunk=True, finish=finish, spawn=lambda c: tasks.append(asyncio.ensure_future(c)))
-    await asyncio.gather(*tasks)
-    [outcome] = settled
+    outcome = await settle_unrelayed(reply)
     assert outcome.status == "client_disconnected"
     assert outcome.usage == {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}  # billed in full
     assert outcome.model == "gpt-4o-mini-2024-07-18" and outcome.saw_done
@@ -47,15 +54,8 @@ async def test_a_stream_never_relayed_with_nothing_arrived_is_settled_on_nothing
 
     server, pool = await serving(silent_after_head)
     reply = await pool.request(pool.head("POST", "/chat/completions", "", [], 2), b"{}")
-    settled: list[StreamOutcome] = []
-
-    async def finish(outcome: StreamOutcome) -> None:
-        settled.append(outcome)
-
-    tasks: list[asyncio.Task[None]] = []
-    never_relayed(reply, strip_usage_chunk=True, finish=finish, spawn=lambda c: tasks.append(asyncio.ensure_future(c)))
-    await asyncio.gather(*tasks)
-    assert settled[0].usage is None and settled[0].events == [] and settled[0].status == "client_disconnected"
+    outcome = await settle_unrelayed(reply)
+    assert outcome.usage is None and outcome.events == [] and outcome.status == "client_disconnected"
     assert pool.connections == (0, 0)  # cut mid-answer: closed
     await pool.close()
     await server.stop()
