@@ -21,7 +21,7 @@ from service.proxy.calls import InferenceCall, parse_call
 from service.proxy.relay_response import RelayResponse
 from service.proxy.stream_relay import StreamOutcome, never_relayed, relay_stream
 from service.proxy.upstream import key_refused, response_headers
-from service.proxy.upstream_pool import UpstreamAnswer, UpstreamConnectError
+from service.proxy.upstream_pool import UpstreamAnswer, UpstreamConnectError, UpstreamProtocolError
 from service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -79,8 +79,11 @@ async def handle_inference(request: Request) -> Response:
         log.warning("upstream_unreachable", request_id=request_id, error=str(exc))
         await meter.settle_failure("upstream_error", 502)
         raise UpstreamError(f"The upstream could not be reached ({type(exc.__cause__ or exc).__name__}).") from exc
-    except ConnectionError as exc:
+    except ConnectionError as exc:  # UpstreamClosed, UpstreamProtocolError
+        log.warning("upstream_no_answer", request_id=request_id, error=str(exc))
         await meter.settle_failure("upstream_error", 502)
+        if isinstance(exc, UpstreamProtocolError):
+            raise UpstreamError("The upstream answered with bytes that are not HTTP.") from exc
         raise UpstreamError("The upstream closed the connection without answering.") from exc
     meter.upstream_answered(upstream)
 

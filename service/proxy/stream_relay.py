@@ -1,8 +1,8 @@
 """Relays an upstream SSE stream event by event, watching for the usage chunk on the way.
 
-Events are forwarded as soon as they are complete (the first one alone, before the rest of
-what arrived with it is looked at: it sets the time to first byte); the usage-only chunk Farebox asked for
-is removed when the client did not ask for it. Whatever happens (end, break, disconnect),
+Events are forwarded as soon as they are complete, the first one alone before the rest of
+what arrived with it is looked at (it sets the time to first byte). The usage-only chunk
+Farebox asked for is removed when the client did not ask for it. Whatever happens (end, break, disconnect),
 `finish` receives what was seen so the charge can be settled.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.proxy.upstream_pool import UpstreamAnswer
-
 import orjson
+
+from service.proxy.upstream_pool import UpstreamAnswer
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _DONE = b"data: [DONE]"

@@ -92,20 +92,15 @@ class Upstream:
             # The session-wide proxy_auth is deprecated for aiohttp 4 (pinned: 3.14.5); its
             # replacement, proxy_headers, exists only per request.
             warnings.simplefilter("ignore", DeprecationWarning)
-            self._session = self._make_session(connector, proxy, auth)
-
-    def _make_session(
-        self, connector: aiohttp.TCPConnector, proxy: Proxy | None, auth: aiohttp.BasicAuth | None
-    ) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=connector,
-            proxy=proxy.url if proxy else None,
-            proxy_auth=auth,
-            timeout=self._timeout,
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            json_serialize=None,  # type: ignore[arg-type]
-        )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                proxy=proxy.url if proxy else None,
+                proxy_auth=auth,
+                timeout=self._timeout,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                json_serialize=None,  # type: ignore[arg-type]
+            )
 
     async def close(self) -> None:
         await self.pool.close()

@@ -382,7 +382,6 @@ class UpstreamPool:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"The upstream URL must be http:// or https:// with a host: {base_url!r}.")
-        self.scheme = parts.scheme
         self.host = parts.hostname
         default_port = 443 if parts.scheme == "https" else 80
         self.port = parts.port or default_port

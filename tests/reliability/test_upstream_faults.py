@@ -6,6 +6,8 @@ stream), and releases the reservation.
 
 from __future__ import annotations
 
+import socketserver
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,48 @@ def unreachable_stack(log_dir: Path, pg_url: str, redis_url: str) -> Iterator[St
     stack = make_stack("postgres", config, log_dir)
     yield stack
     stack.farebox.stop()
+
+
+class _Misbehaving(socketserver.BaseRequestHandler):
+    """Reads a request, then answers with bytes that are not HTTP or closes without a word."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        if self.server.mode == "garbage":  # type: ignore[attr-defined]
+            self.request.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+
+@pytest.fixture(scope="module")
+def misbehaving_stack(log_dir: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Stack, socketserver.TCPServer]]:
+    """A Farebox whose upstream is a raw TCP server that never speaks HTTP (mode set per test)."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Misbehaving)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    config = FareboxConfig(pg_url, f"http://127.0.0.1:{port}/v1", redis_url, f"fbt{uuid.uuid4().hex[:10]}")
+    stack = make_stack("postgres", config, log_dir)
+    yield stack, server
+    stack.farebox.stop()
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("garbage", "answered with bytes that are not HTTP"),
+    ("silent", "closed the connection without answering"),
+])
+def test_an_upstream_that_does_not_speak_http_is_a_502_ledgered_at_zero(
+    misbehaving_stack: tuple[Stack, socketserver.TCPServer], mode: str, message: str
+) -> None:
+    stack, server = misbehaving_stack
+    server.mode = mode  # type: ignore[attr-defined]
+    team_id, key = _team(stack)
+    resp = _chat(stack, key, {})
+    assert resp.status_code == 502
+    error = resp.json()["error"]
+    assert error["code"] == "upstream_error" and message in error["message"]
+    [row] = stack.ledger.wait_rows(team_id, 1)
+    assert (row["status"], row["http_status"], row["cost_nano"]) == ("upstream_error", 502, 0)
+    assert _released(stack, team_id)["spent_nano"] == 0
 
 
 def _team(stack: Stack) -> tuple[str, str]:
